@@ -1,0 +1,24 @@
+//! A blocking client for the Firebase Cloud Messaging XMPP Connection Server (CCS).
+//!
+//! Layers, bottom up: `transport` (TCP + TLS), [`xml`] (incremental stanza
+//! reader), `stream` (XMPP handshake), [`message`] and [`event`] (the CCS
+//! model), [`Connection`] (one authenticated connection).
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(missing_debug_implementations)]
+
+mod config;
+mod error;
+pub mod event;
+pub mod message;
+pub mod xml;
+
+pub use config::{Config, Endpoint, Keepalive, ServerKey, Timeouts};
+pub use error::{
+    Error, InvalidMessage, Phase, ProtocolError, Result, TlsError, TlsErrorKind, XmlError,
+};
+pub use event::{
+    Ack, Control, ControlKind, Event, Nack, NackCode, Receipt, RetryClass, StanzaError,
+    UnknownMessage, Upstream,
+};
+pub use message::{Message, Notification, Priority};

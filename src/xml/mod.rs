@@ -1,0 +1,10 @@
+//! XML layer: an incremental stanza reader over `xmlparser`, a small element
+//! tree, and an escaping writer. Knows nothing of sockets or CCS.
+
+mod element;
+mod reader;
+mod writer;
+
+pub use element::{Element, Node};
+pub use reader::{Packet, ReaderLimits, StanzaReader};
+pub use writer::{escape_attr, escape_text, write_element};
