@@ -8,12 +8,18 @@
 #![warn(missing_debug_implementations)]
 
 mod config;
+mod connection;
 mod error;
 pub mod event;
 pub mod message;
+#[cfg(test)]
+mod mock;
+mod stream;
+mod transport;
 pub mod xml;
 
 pub use config::{Config, Endpoint, Keepalive, ServerKey, Timeouts};
+pub use connection::{Connection, TlsTcpStream};
 pub use error::{
     Error, InvalidMessage, Phase, ProtocolError, Result, TlsError, TlsErrorKind, XmlError,
 };
@@ -22,3 +28,4 @@ pub use event::{
     UnknownMessage, Upstream,
 };
 pub use message::{Message, Notification, Priority};
+pub use transport::SetTimeout;
