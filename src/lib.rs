@@ -10,6 +10,7 @@
 mod config;
 mod error;
 pub mod event;
+mod json;
 pub mod message;
 pub mod xml;
 
