@@ -11,6 +11,7 @@ mod config;
 mod connection;
 mod error;
 pub mod event;
+mod json;
 pub mod message;
 #[cfg(test)]
 mod mock;
