@@ -212,16 +212,23 @@ impl<S: Read + Write + SetTimeout> Connection<S> {
         let Some((to, id)) = event.ack_target() else {
             return Ok(false);
         };
+        self.ack_to(to, id)?;
+        Ok(true)
+    }
+
+    /// Appends an ack for message `message_id` from `to` (the worker keeps
+    /// these pairs instead of whole events).
+    pub(crate) fn ack_to(&mut self, to: &str, message_id: &str) -> Result<()> {
         if self.io.is_closed() {
             return Err(Error::Closed);
         }
         self.json.clear();
-        write_ack_json(to, id, &mut self.json);
+        write_ack_json(to, message_id, &mut self.json);
         let out = self.io.out();
         out.push_str("<message><gcm xmlns=\"google:mobile:data\">");
         escape_text(&self.json, out);
         out.push_str("</gcm></message>");
-        Ok(true)
+        Ok(())
     }
 
     /// Writes a single space, the XMPP whitespace keepalive.
@@ -426,10 +433,8 @@ impl<S: Read + Write + SetTimeout> Connection<S> {
     /// Pending-count and draining bookkeeping for an incoming event.
     fn account(&mut self, event: &Event) {
         match event {
-            Event::Ack(a) => {
-                if !self.pending.remove(&a.message_id) {
-                    log::debug!("ack for a message not pending here: {}", a.message_id);
-                }
+            Event::Ack(a) if !self.pending.remove(&a.message_id) => {
+                log::debug!("ack for a message not pending here: {}", a.message_id);
             }
             Event::Nack(n) => {
                 if !self.pending.remove(&n.message_id) {
@@ -448,11 +453,9 @@ impl<S: Read + Write + SetTimeout> Connection<S> {
                     }
                 }
             }
-            Event::Control(c) => {
-                if c.kind == ControlKind::ConnectionDraining && !self.draining {
-                    log::info!("connection draining (control)");
-                    self.draining = true;
-                }
+            Event::Control(c) if c.kind == ControlKind::ConnectionDraining && !self.draining => {
+                log::info!("connection draining (control)");
+                self.draining = true;
             }
             _ => {}
         }

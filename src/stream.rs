@@ -298,9 +298,8 @@ pub(crate) fn redact(s: &str) -> std::borrow::Cow<'_, str> {
                 Some(gt) => {
                     out.push_str(&s[start..start + gt + 1]);
                     out.push_str("<redacted/>");
-                    match s[start..].find("</auth>") {
-                        Some(end) => out.push_str(&redact(&s[start + end..])),
-                        None => {}
+                    if let Some(end) = s[start..].find("</auth>") {
+                        out.push_str(&redact(&s[start + end..]));
                     }
                 }
                 None => out.push_str("<auth <redacted/>"),
@@ -501,7 +500,7 @@ mod tests {
         let p = plain_auth_payload(&c);
         assert!(!p.contains('\n'));
         let raw = base64::engine::general_purpose::STANDARD.decode(p).unwrap();
-        assert_eq!(raw, b"\0123456789012@gcm.googleapis.com\0KEY");
+        assert_eq!(raw, b"\x00123456789012@gcm.googleapis.com\x00KEY");
     }
 
     #[test]

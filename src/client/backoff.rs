@@ -37,7 +37,11 @@ impl Backoff {
         let n = self.nominal(attempt);
         let half = n / 2;
         let span = (n - half).as_nanos() as u64;
-        half + Duration::from_nanos(if span == 0 { 0 } else { random_u64() % (span + 1) })
+        half + Duration::from_nanos(if span == 0 {
+            0
+        } else {
+            random_u64() % (span + 1)
+        })
     }
 }
 
@@ -88,7 +92,10 @@ mod tests {
         let mut seen_high = false;
         for _ in 0..2000 {
             let d = b.delay(3);
-            assert!(d >= Duration::from_secs(2) && d <= Duration::from_secs(4), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(2) && d <= Duration::from_secs(4),
+                "{d:?}"
+            );
             seen_low |= d < Duration::from_millis(2500);
             seen_high |= d > Duration::from_millis(3500);
         }

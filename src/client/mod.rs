@@ -337,7 +337,9 @@ impl ClientEvent {
     pub fn is_outcome(&self) -> bool {
         matches!(
             self,
-            ClientEvent::Delivered { .. } | ClientEvent::Rejected { .. } | ClientEvent::Returned { .. }
+            ClientEvent::Delivered { .. }
+                | ClientEvent::Rejected { .. }
+                | ClientEvent::Returned { .. }
         )
     }
 
@@ -448,7 +450,10 @@ impl Events {
     ///
     /// # Errors
     /// `Timeout` when none arrived; `Disconnected` when the client stopped and all were read.
-    pub fn recv_timeout(&mut self, timeout: Duration) -> std::result::Result<ClientEvent, RecvTimeoutError> {
+    pub fn recv_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> std::result::Result<ClientEvent, RecvTimeoutError> {
         if self.buf.is_empty() {
             let batch = self.rx.recv_timeout(timeout)?;
             self.buf.extend(batch);
@@ -559,8 +564,14 @@ impl Client {
     ///
     /// # Errors
     /// As [`send`](Self::send).
-    pub fn send_timeout(&self, message: Message, timeout: Duration) -> std::result::Result<String, SendError> {
-        self.inner.shared.submit(message, Some(Instant::now() + timeout))
+    pub fn send_timeout(
+        &self,
+        message: Message,
+        timeout: Duration,
+    ) -> std::result::Result<String, SendError> {
+        self.inner
+            .shared
+            .submit(message, Some(Instant::now() + timeout))
     }
 
     /// Queues a message only if there is room now; never blocks.

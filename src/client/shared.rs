@@ -2,7 +2,7 @@
 //! retries, counters, manual-ack inboxes and the shutdown protocol.
 
 use std::cmp::{Ordering as CmpOrdering, Reverse};
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
@@ -10,7 +10,9 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use super::{AckHandle, ClientConfig, ClientEvent, Metrics, ReturnReason, SendError, SendErrorKind};
+use super::{
+    AckHandle, ClientConfig, ClientEvent, Metrics, ReturnReason, SendError, SendErrorKind,
+};
 use crate::error::{Error, Result};
 use crate::message::Message;
 
@@ -97,6 +99,15 @@ pub(crate) struct Shared {
     drainers: Mutex<Vec<JoinHandle<()>>>,
     shut_down: AtomicBool,
     fatal_reported: AtomicBool,
+    dedup: Mutex<Dedup>,
+}
+
+/// The last `cap` `(from, message_id)` pairs seen.
+#[derive(Debug, Default)]
+struct Dedup {
+    cap: usize,
+    seen: HashSet<(String, String)>,
+    order: VecDeque<(String, String)>,
 }
 
 impl fmt::Debug for Shared {
@@ -113,7 +124,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     pub(crate) fn new(cfg: ClientConfig, tx: Sender<Vec<ClientEvent>>) -> Self {
         Shared {
-            cfg,
             state: Mutex::new(State {
                 accepting: true,
                 ..State::default()
@@ -130,6 +140,11 @@ impl Shared {
             drainers: Mutex::new(Vec::new()),
             shut_down: AtomicBool::new(false),
             fatal_reported: AtomicBool::new(false),
+            dedup: Mutex::new(Dedup {
+                cap: cfg.dedup_window,
+                ..Dedup::default()
+            }),
+            cfg,
         }
     }
 
@@ -140,10 +155,12 @@ impl Shared {
         message: Message,
         deadline: Option<Instant>,
     ) -> std::result::Result<String, SendError> {
-        let refuse = |kind, message| Err(SendError {
-            kind,
-            message: Box::new(message),
-        });
+        let refuse = |kind, message| {
+            Err(SendError {
+                kind,
+                message: Box::new(message),
+            })
+        };
         if let Err(e) = message.validate() {
             return refuse(SendErrorKind::Invalid(e), message);
         }
@@ -188,9 +205,34 @@ impl Shared {
         match inboxes.get_mut(&h.conn_id) {
             Some(inbox) => {
                 inbox.push((h.to.clone(), h.message_id.clone()));
+                drop(inboxes);
+                self.remember(&h.from, &h.message_id);
                 Ok(())
             }
             None => Err(Error::Closed),
+        }
+    }
+
+    /// True if `(from, id)` is among the recently handled upstream/receipts.
+    pub(crate) fn is_duplicate(&self, from: &str, id: &str) -> bool {
+        let d = lock(&self.dedup);
+        d.cap > 0 && d.seen.contains(&(from.to_string(), id.to_string()))
+    }
+
+    /// Records `(from, id)` as handled (auto mode: on arrival; manual: on ack).
+    pub(crate) fn remember(&self, from: &str, id: &str) {
+        let mut d = lock(&self.dedup);
+        if d.cap == 0 {
+            return;
+        }
+        let key = (from.to_string(), id.to_string());
+        if d.seen.insert(key.clone()) {
+            d.order.push_back(key);
+            while d.order.len() > d.cap {
+                if let Some(old) = d.order.pop_front() {
+                    d.seen.remove(&old);
+                }
+            }
         }
     }
 
@@ -257,7 +299,9 @@ impl Shared {
         while out.len() < n {
             match st.retries.peek() {
                 Some(Reverse(d)) if d.at <= now => {
-                    let Some(Reverse(d)) = st.retries.pop() else { break };
+                    let Some(Reverse(d)) = st.retries.pop() else {
+                        break;
+                    };
                     out.push(d.entry);
                 }
                 _ => break,
@@ -398,7 +442,11 @@ impl Shared {
         let mut st = lock(&self.state);
         let mut all: Vec<Entry> = std::mem::take(&mut st.leftovers);
         all.extend(st.queue.drain(..));
-        all.extend(std::mem::take(&mut st.retries).into_iter().map(|Reverse(d)| d.entry));
+        all.extend(
+            std::mem::take(&mut st.retries)
+                .into_iter()
+                .map(|Reverse(d)| d.entry),
+        );
         drop(st);
         all.sort_by_key(|e| e.seq);
         self.shut_down.store(true, Ordering::SeqCst);
@@ -425,7 +473,11 @@ impl Shared {
         st.fatal = true;
         st.accepting = false;
         let mut entries: Vec<Entry> = st.queue.drain(..).collect();
-        entries.extend(std::mem::take(&mut st.retries).into_iter().map(|Reverse(d)| d.entry));
+        entries.extend(
+            std::mem::take(&mut st.retries)
+                .into_iter()
+                .map(|Reverse(d)| d.entry),
+        );
         drop(st);
         self.space.notify_all();
         self.work.notify_all();

@@ -160,14 +160,21 @@ impl Link {
                         shared.requeue_front(vec![e]);
                     }
                     Some(delay) => {
-                        log::debug!("{} nacked {}: retry in {delay:?}", nack.message_id, nack.code);
+                        log::debug!(
+                            "{} nacked {}: retry in {delay:?}",
+                            nack.message_id,
+                            nack.code
+                        );
                         e.attempts += 1;
                         c.retried.fetch_add(1, Ordering::Relaxed);
                         shared.schedule_retry(e, Instant::now() + delay);
                     }
                     None => {
                         if nack.code == crate::NackCode::BadAck {
-                            log::warn!("BAD_ACK from CCS for {}: an ack we sent was malformed", nack.message_id);
+                            log::warn!(
+                                "BAD_ACK from CCS for {}: an ack we sent was malformed",
+                                nack.message_id
+                            );
                         }
                         c.rejected.fetch_add(1, Ordering::Relaxed);
                         self.events.push(ClientEvent::Rejected {
@@ -182,7 +189,11 @@ impl Link {
                     .id
                     .as_deref()
                     .and_then(|id| self.pending.remove(id))
-                    .or_else(|| err.message_id.as_deref().and_then(|id| self.pending.remove(id)));
+                    .or_else(|| {
+                        err.message_id
+                            .as_deref()
+                            .and_then(|id| self.pending.remove(id))
+                    });
                 match entry {
                     Some(e) => {
                         c.pending.fetch_sub(1, Ordering::Relaxed);
@@ -273,7 +284,10 @@ impl Link {
     fn lost(&mut self, shared: &Shared, error: &str) {
         let entries = self.take_pending(shared);
         let n = entries.len();
-        shared.counters.resent.fetch_add(n as u64, Ordering::Relaxed);
+        shared
+            .counters
+            .resent
+            .fetch_add(n as u64, Ordering::Relaxed);
         if shared.deadline().is_some_and(|d| Instant::now() >= d) {
             shared.add_leftovers(entries);
         } else {
@@ -362,7 +376,8 @@ fn run_connection(shared: &Arc<Shared>, slot: usize, mut conn: Conn) -> Ended {
                 return Ok(Some(Ended::Draining));
             }
             if let Some(deadline) = shared.deadline() {
-                let idle = link.pending.is_empty() && !shared.has_work() && shared.next_retry().is_none();
+                let idle =
+                    link.pending.is_empty() && !shared.has_work() && shared.next_retry().is_none();
                 if idle || Instant::now() >= deadline || shared.is_fatal() {
                     return Ok(Some(Ended::Done));
                 }
@@ -502,7 +517,11 @@ fn run_drainer(shared: Arc<Shared>, mut link: Link, mut conn: Conn) {
         }
         shared.emit(&mut link.events);
         if started.elapsed() >= shared.cfg.drain_timeout {
-            log::warn!("{} still open {:?} after draining began: closing it", link.jid, shared.cfg.drain_timeout);
+            log::warn!(
+                "{} still open {:?} after draining began: closing it",
+                link.jid,
+                shared.cfg.drain_timeout
+            );
             close_gracefully(&shared, &mut link, conn);
             return;
         }
