@@ -2,16 +2,26 @@
 //!
 //! Two stages:
 //!
-//! 1. A byte-level scanner ([`Scan`]) that keeps its state across feeds. It
+//! 1. A byte-level scanner (`Scan`) that keeps its state across feeds. It
 //!    finds where markup starts and ends (tags, quoted attribute values,
 //!    comments, CDATA, processing instructions), tracks the element depth,
 //!    rejects DTDs, and enforces the size and depth limits before more bytes
-//!    are buffered. Every byte is looked at once, so feeding one byte at a
+//!    are buffered. Every byte is scanned once, so feeding one byte at a
 //!    time costs the same as feeding everything at once.
 //! 2. When the scanner sees a stream header or a top-level stanza end, exactly
-//!    that byte range is checked as UTF-8 and tokenized once with `xmlparser`,
-//!    and an [`Element`] tree is built with namespace resolution, nesting,
-//!    duplicate-attribute and entity checks.
+//!    that byte range is checked as UTF-8 and built into an [`Element`] tree
+//!    with namespace resolution and nesting, duplicate-attribute and entity
+//!    checks. Markup (each start tag with its attributes, comments, PIs) is
+//!    tokenized with `xmlparser`; character data is validated (the XML `Char`
+//!    production, no `]]>`) and unescaped here, a machine word at a time.
+//!    `xmlparser` walks text a `char` at a time, which alone costs about as
+//!    much as tokenizing the whole stanza, and text (the JSON payloads) is
+//!    most of the bytes.
+//!
+//! Throughput, measured against plain `xmlparser` tokenization of the same
+//! bytes (the ignored `perf` test): about 0.75x on upstream-sized messages
+//! and 0.5x on small acks. For small stanzas the floor is the tree itself:
+//! every element costs two `String`s (name, namespace) and a children `Vec`.
 //!
 //! Deliberate leniency, so that [`super::escape_text`] output always reads
 //! back: numeric character references may name any Unicode scalar value
@@ -30,15 +40,8 @@ use std::io::{self, Read};
 use std::mem;
 use xmlparser::{ElementEnd, Token, Tokenizer};
 
-/// Bytes [`StanzaReader::read_from`] reads at most per call (and keeps free
-/// for it).
-pub const READ_BLOCK: usize = 16 * 1024;
-
-/// Most attributes (namespace declarations included) one element may carry.
-///
-/// XMPP elements carry a handful; the cap keeps attribute bookkeeping, which
-/// is linear per attribute, from being turned into quadratic work.
-pub const MAX_ATTRIBUTES: usize = 64;
+const READ_BLOCK: usize = StanzaReader::READ_BLOCK;
+const MAX_ATTRIBUTES: usize = StanzaReader::MAX_ATTRIBUTES;
 
 const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
 const STREAM_NS: &str = "http://etherx.jabber.org/streams";
@@ -108,7 +111,7 @@ const BANG_DOCTYPE: u8 = 4;
 /// Feed bytes with [`feed`](Self::feed) or [`read_from`](Self::read_from),
 /// then call [`next_packet`](Self::next_packet) until it returns `Ok(None)`
 /// before reading again; that keeps the buffer within
-/// `max_stanza_size` + [`READ_BLOCK`] bytes.
+/// `max_stanza_size` + [`READ_BLOCK`](Self::READ_BLOCK) bytes.
 ///
 /// The stream root must be `stream` in namespace
 /// `http://etherx.jabber.org/streams`; its namespace declarations (usually
@@ -134,6 +137,8 @@ pub struct StanzaReader {
     root_scope: Vec<(String, String)>,
     /// The stream root's qualified name as written, to check its end tag.
     root_qname: String,
+    /// Allocations the tree builder reuses from stanza to stanza.
+    scratch: Scratch,
     /// Nothing but whitespace seen since the start (or `reset`): an XML
     /// declaration may still come.
     decl_ok: bool,
@@ -155,6 +160,17 @@ impl fmt::Debug for StanzaReader {
 }
 
 impl StanzaReader {
+    /// Bytes [`read_from`](Self::read_from) reads at most per call (and
+    /// keeps free for it).
+    pub const READ_BLOCK: usize = 16 * 1024;
+
+    /// Most attributes (namespace declarations included) one element may
+    /// carry; more is [`XmlError::Malformed`].
+    ///
+    /// XMPP elements carry a handful; the cap keeps attribute bookkeeping,
+    /// which is linear per attribute, from being turned into quadratic work.
+    pub const MAX_ATTRIBUTES: usize = 64;
+
     /// A reader at the start of a stream.
     pub fn new(limits: ReaderLimits) -> Self {
         StanzaReader {
@@ -167,6 +183,7 @@ impl StanzaReader {
             depth: 0,
             root_scope: Vec::new(),
             root_qname: String::new(),
+            scratch: Scratch::default(),
             decl_ok: true,
             failed: None,
         }
@@ -188,7 +205,7 @@ impl StanzaReader {
     /// Reads once from `r` into the internal buffer (one block); 0 means EOF.
     ///
     /// Exactly one `read` call, straight into the buffer's free space, of at
-    /// most [`READ_BLOCK`] bytes.
+    /// most [`READ_BLOCK`](Self::READ_BLOCK) bytes.
     ///
     /// # Errors
     ///
@@ -209,7 +226,8 @@ impl StanzaReader {
         self.end - self.start
     }
 
-    /// True if a header, stanza, comment or PI has started but not ended.
+    /// True if, as far as [`next_packet`](Self::next_packet) has looked, a
+    /// header, stanza, comment or PI has started but not ended.
     pub fn is_mid_stanza(&self) -> bool {
         self.state != Scan::Idle
     }
@@ -222,7 +240,7 @@ impl StanzaReader {
     ///   text between stanzas, a stanza before the stream header, a
     ///   self-closing or non-`stream:stream` root, a mismatched end tag, a
     ///   duplicate attribute, an unbound prefix, more than
-    ///   [`MAX_ATTRIBUTES`] attributes on an element.
+    ///   [`MAX_ATTRIBUTES`](Self::MAX_ATTRIBUTES) attributes on an element.
     /// - [`XmlError::InvalidUtf8`], [`XmlError::Doctype`],
     ///   [`XmlError::UnknownEntity`].
     /// - [`XmlError::StanzaTooLarge`] as soon as a header, stanza, comment or
@@ -628,7 +646,10 @@ impl StanzaReader {
     /// A top-level stanza ended at `at`: build it and consume it.
     fn stanza_end(&mut self, at: usize) -> Result<Packet, XmlError> {
         let text = utf8(&self.buf[self.start..=at])?;
-        let el = Builder::new(&self.root_scope).stanza(text)?;
+        let mut b = Builder::new(&self.root_scope, mem::take(&mut self.scratch));
+        let el = b.stanza(text);
+        self.scratch = b.into_scratch();
+        let el = el?;
         self.consume_through(at);
         Ok(Packet::Stanza(el))
     }
@@ -648,10 +669,6 @@ fn is_space_char(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\r' | '\n')
 }
 
-fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
-}
-
 fn utf8(bytes: &[u8]) -> Result<&str, XmlError> {
     std::str::from_utf8(bytes).map_err(|_| XmlError::InvalidUtf8)
 }
@@ -666,15 +683,74 @@ fn parse_error(e: xmlparser::Error) -> XmlError {
     malformed(e.to_string())
 }
 
+// ---- word-at-a-time byte search (safe SWAR) ----
+//
+// Each mask below has the high bit set in the bytes of `x` that match; a
+// false positive can only appear in a byte above (more significant than) a
+// true match, so with little-endian loads the lowest flagged byte is always
+// the first real match.
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+fn word(chunk: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(chunk);
+    u64::from_le_bytes(w)
+}
+
+/// Bytes of `x` equal to `b`.
+fn eq_mask(x: u64, b: u8) -> u64 {
+    let y = x ^ (LO * u64::from(b));
+    y.wrapping_sub(LO) & !y & HI
+}
+
+/// Bytes of `x` below `n` (`n` <= 0x80).
+fn lt_mask(x: u64, n: u8) -> u64 {
+    x.wrapping_sub(LO * u64::from(n)) & !x & HI
+}
+
+/// The first index in `hay` where `mask` flags a byte (or, for the tail
+/// shorter than a word, where `test` holds).
+fn find_by(hay: &[u8], mask: impl Fn(u64) -> u64, test: impl Fn(u8) -> bool) -> Option<usize> {
+    let mut words = hay.chunks_exact(8);
+    let mut base = 0;
+    for chunk in &mut words {
+        let m = mask(word(chunk));
+        if m != 0 {
+            return Some(base + (m.trailing_zeros() / 8) as usize);
+        }
+        base += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|&b| test(b))
+        .map(|n| base + n)
+}
+
+fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
+    find_by(hay, |x| eq_mask(x, needle), |b| b == needle)
+}
+
+/// Bytes character data cannot simply be copied past: `&`, `>` (for
+/// `]]>`), C0 controls (`\r` needs normalising, tab and LF are fine, the
+/// rest are not allowed) and 0xEF (which leads U+FFFE and U+FFFF).
+fn find_text_special(hay: &[u8]) -> Option<usize> {
+    find_by(
+        hay,
+        |x| lt_mask(x, 0x20) | eq_mask(x, b'&') | eq_mask(x, b'>') | eq_mask(x, 0xEF),
+        |b| b < 0x20 || b == b'&' || b == b'>' || b == 0xEF,
+    )
+}
+
 /// Checks a comment, PI or (if `decl_ok`) XML declaration found outside stanzas.
 fn check_misc(text: &str, decl_ok: bool) -> Result<(), XmlError> {
     let mut tokens = Tokenizer::from(text);
     match tokens.next() {
         Some(Ok(Token::Comment { .. } | Token::ProcessingInstruction { .. })) => {}
         Some(Ok(Token::Declaration { .. })) if decl_ok => {}
-        Some(Ok(Token::Declaration { .. })) => {
-            return Err(malformed("XML declaration inside the stream"))
-        }
+        Some(Ok(Token::Declaration { .. })) => return Err(malformed("misplaced XML declaration")),
         Some(Err(e)) => return Err(parse_error(e)),
         Some(Ok(_)) | None => return Err(malformed("unexpected markup")),
     }
@@ -689,9 +765,13 @@ fn check_misc(text: &str, decl_ok: bool) -> Result<(), XmlError> {
 /// declarations, and its qualified name.
 #[allow(clippy::type_complexity)] // a private one-off triple
 fn parse_header(text: &str) -> Result<(Element, Vec<(String, String)>, String), XmlError> {
-    let mut b = Builder::new(&[]);
-    let (root, qname) = b.header(text)?;
-    if !root.is("stream", STREAM_NS) {
+    let mut b = Builder::new(&[], Scratch::default());
+    let (open, empty) = b.start_tag(text, 0..text.len())?;
+    if empty {
+        return Err(malformed("the stream header must not be self-closing"));
+    }
+    let qname = qualified(open.prefix, open.local);
+    if !open.el.is("stream", STREAM_NS) {
         return Err(malformed(format!(
             "expected the stream header <stream xmlns=\"{STREAM_NS}\">, got <{qname}>"
         )));
@@ -701,7 +781,25 @@ fn parse_header(text: &str) -> Result<(Element, Vec<(String, String)>, String), 
         .into_iter()
         .map(|(p, uri)| (p.to_owned(), uri.into_owned()))
         .collect();
-    Ok((root, scope, qname))
+    Ok((open.el, scope, qname))
+}
+
+/// The tree builder's working vectors, kept (empty) between stanzas so their
+/// allocations are reused.
+#[derive(Default)]
+struct Scratch {
+    bindings: Vec<(&'static str, Cow<'static, str>)>,
+    stack: Vec<Open<'static>>,
+    attrs: Vec<(&'static str, &'static str, String)>,
+}
+
+/// Reuses the allocation of `v`, emptied, for a vector of another type of
+/// the same layout (here: the same type with another lifetime). The
+/// standard library collects `into_iter` chains in place, so this neither
+/// allocates nor copies.
+fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
+    v.clear();
+    v.into_iter().filter_map(|_| None).collect()
 }
 
 /// An element whose start tag has been read.
@@ -714,7 +812,12 @@ struct Open<'a> {
     has_elements: bool,
 }
 
-/// Builds an element tree from one tokenized stanza (or stream header).
+/// Builds an element tree from one complete stanza (or a stream header).
+///
+/// Markup (start tags with their attributes, comments, PIs) is tokenized
+/// with `xmlparser`; character data is validated and unescaped here, a word
+/// at a time, which is several times faster than a char-by-char tokenizer
+/// on the JSON payloads that make up most of the bytes.
 struct Builder<'a, 'r> {
     /// Declarations in scope from outside the text (the stream root's).
     outer: &'r [(String, String)],
@@ -725,122 +828,144 @@ struct Builder<'a, 'r> {
     text: String,
     /// Attributes of the start tag being read: (prefix, local, value).
     attrs: Vec<(&'a str, &'a str, String)>,
-    /// The start tag being read: (prefix, local, mark).
-    pending: Option<(&'a str, &'a str, usize)>,
 }
 
 impl<'a, 'r> Builder<'a, 'r> {
-    fn new(outer: &'r [(String, String)]) -> Self {
+    fn new(outer: &'r [(String, String)], scratch: Scratch) -> Self {
         Builder {
             outer,
-            bindings: Vec::new(),
-            stack: Vec::new(),
+            bindings: recycle(scratch.bindings),
+            stack: recycle(scratch.stack),
             text: String::new(),
-            attrs: Vec::new(),
-            pending: None,
+            attrs: recycle(scratch.attrs),
         }
     }
 
-    /// The stream header: everything up to and including the root's `>`.
-    fn header(&mut self, text: &'a str) -> Result<(Element, String), XmlError> {
-        for token in Tokenizer::from(text) {
-            match token.map_err(parse_error)? {
-                Token::ElementStart { prefix, local, .. } if self.pending.is_none() => {
-                    self.pending = Some((prefix.as_str(), local.as_str(), 0));
-                }
-                Token::Attribute {
-                    prefix,
-                    local,
-                    value,
-                    ..
-                } => self.attribute(prefix.as_str(), local.as_str(), value.as_str())?,
-                Token::ElementEnd {
-                    end: ElementEnd::Open,
-                    ..
-                } => {
-                    let open = self.start_tag()?;
-                    return Ok((open.el, qualified(open.prefix, open.local)));
-                }
-                _ => return Err(malformed("expected the stream header")),
-            }
+    /// Hands the working vectors back for the next stanza.
+    fn into_scratch(self) -> Scratch {
+        Scratch {
+            bindings: recycle(self.bindings),
+            stack: recycle(self.stack),
+            attrs: recycle(self.attrs),
         }
-        Err(malformed("incomplete stream header"))
     }
 
-    /// One complete element: the whole of `text`.
-    fn stanza(mut self, text: &'a str) -> Result<Element, XmlError> {
-        let mut done: Option<Element> = None;
-        for token in Tokenizer::from(text) {
-            let token = token.map_err(parse_error)?;
-            if done.is_some() {
-                return Err(malformed("content after the stanza"));
+    /// One complete element: the whole of `text`, which starts with `<`
+    /// and ends with `>`.
+    fn stanza(&mut self, text: &'a str) -> Result<Element, XmlError> {
+        let bytes = text.as_bytes();
+        let mut pos = 0;
+        while pos < bytes.len() {
+            let lt = find_byte(&bytes[pos..], b'<').map_or(bytes.len(), |n| pos + n);
+            if lt > pos {
+                if self.stack.is_empty() {
+                    return Err(malformed("text outside the stanza"));
+                }
+                // Unescaping never lengthens text: one allocation suffices.
+                self.text.reserve(lt - pos);
+                text_into(&text[pos..lt], &mut self.text)?;
+                pos = lt;
+                continue;
             }
-            match token {
-                Token::ElementStart { prefix, local, .. } => {
-                    self.flush_text(true);
-                    if let Some(parent) = self.stack.last_mut() {
-                        parent.has_elements = true;
-                    }
-                    let mark = self.bindings.len();
-                    self.pending = Some((prefix.as_str(), local.as_str(), mark));
+            let rest = &bytes[lt..];
+            let (next, finished) = if rest.starts_with(b"</") {
+                let gt = find_byte(rest, b'>')
+                    .map(|n| lt + n)
+                    .ok_or_else(|| malformed("unterminated end tag"))?;
+                let name = text[lt + 2..gt].trim_end_matches(is_space_char);
+                (gt + 1, self.end_tag(name)?)
+            } else if rest.starts_with(b"<![CDATA[") {
+                let body = lt + 9;
+                let end = text[body..]
+                    .find("]]>")
+                    .map(|n| body + n)
+                    .ok_or_else(|| malformed("unterminated CDATA section"))?;
+                if self.stack.is_empty() {
+                    return Err(malformed("CDATA outside the stanza"));
                 }
-                Token::Attribute {
-                    prefix,
-                    local,
-                    value,
-                    ..
-                } => self.attribute(prefix.as_str(), local.as_str(), value.as_str())?,
-                Token::ElementEnd { end, .. } => match end {
-                    ElementEnd::Open => {
-                        let open = self.start_tag()?;
-                        self.stack.push(open);
-                    }
-                    ElementEnd::Empty => {
-                        let open = self.start_tag()?;
-                        self.bindings.truncate(open.mark);
-                        done = self.attach(open.el);
-                    }
-                    ElementEnd::Close(prefix, local) => {
-                        let Some(top) = self.stack.last() else {
-                            return Err(malformed("end tag without a start tag"));
-                        };
-                        if top.prefix != prefix.as_str() || top.local != local.as_str() {
-                            return Err(malformed(format!(
-                                "`</{}>` does not close `<{}>`",
-                                qualified(prefix.as_str(), local.as_str()),
-                                qualified(top.prefix, top.local)
-                            )));
-                        }
-                        self.flush_text(false);
-                        if let Some(open) = self.stack.pop() {
-                            self.bindings.truncate(open.mark);
-                            done = self.attach(open.el);
-                        }
-                    }
-                },
-                Token::Text { text } => {
-                    if self.stack.is_empty() {
-                        return Err(malformed("text outside the stanza"));
-                    }
-                    unescape_into(text.as_str(), false, &mut self.text)?;
+                let cdata = &text[body..end];
+                check_chars(cdata)?;
+                push_normalised(cdata, &mut self.text);
+                (end + 3, None)
+            } else if rest.starts_with(b"<!--") || rest.starts_with(b"<?") {
+                // Search after the opener: `<!-->` does not close a comment.
+                let (open, close) = if rest[1] == b'!' {
+                    (4, "-->")
+                } else {
+                    (2, "?>")
+                };
+                let end = text[lt + open..]
+                    .find(close)
+                    .map(|n| lt + open + n + close.len())
+                    .ok_or_else(|| malformed("unterminated comment or PI"))?;
+                let mut tokens = Tokenizer::from_fragment(text, lt..end);
+                match (tokens.next(), tokens.next()) {
+                    (
+                        Some(Ok(Token::Comment { .. } | Token::ProcessingInstruction { .. })),
+                        None,
+                    ) => {}
+                    (Some(Err(e)), _) | (_, Some(Err(e))) => return Err(parse_error(e)),
+                    _ => return Err(malformed("unexpected markup")),
                 }
-                Token::Cdata { text, .. } => {
-                    if self.stack.is_empty() {
-                        return Err(malformed("CDATA outside the stanza"));
-                    }
-                    push_normalised(text.as_str(), &mut self.text);
+                (end, None)
+            } else if rest.starts_with(b"<!") {
+                // DOCTYPE never gets here: the scanner refuses it first.
+                return Err(malformed("unknown markup after `<!`"));
+            } else {
+                let gt = tag_end(bytes, lt).ok_or_else(|| malformed("unterminated start tag"))?;
+                self.flush_text(true);
+                if let Some(parent) = self.stack.last_mut() {
+                    parent.has_elements = true;
                 }
-                Token::Comment { .. } | Token::ProcessingInstruction { .. } => {}
-                Token::DtdStart { .. }
-                | Token::EmptyDtd { .. }
-                | Token::EntityDeclaration { .. }
-                | Token::DtdEnd { .. } => return Err(XmlError::Doctype),
-                Token::Declaration { .. } => {
-                    return Err(malformed("XML declaration inside the stream"))
+                let (open, empty) = self.start_tag(text, lt..gt + 1)?;
+                if empty {
+                    self.bindings.truncate(open.mark);
+                    (gt + 1, self.attach(open.el))
+                } else {
+                    self.stack.push(open);
+                    (gt + 1, None)
                 }
+            };
+            if let Some(el) = finished {
+                if next != bytes.len() {
+                    return Err(malformed("content after the stanza"));
+                }
+                return Ok(el);
             }
+            pos = next;
         }
-        done.ok_or_else(|| malformed("incomplete stanza"))
+        Err(malformed("incomplete stanza"))
+    }
+
+    /// Closes the innermost element with the end tag `</name>`; returns the
+    /// stanza if that was its end.
+    fn end_tag(&mut self, name: &str) -> Result<Option<Element>, XmlError> {
+        let Some(top) = self.stack.last() else {
+            return Err(malformed("end tag without a start tag"));
+        };
+        let (p, l) = (top.prefix, top.local);
+        let matches = if p.is_empty() {
+            same(name, l)
+        } else {
+            name.len() == p.len() + 1 + l.len()
+                && name.as_bytes()[p.len()] == b':'
+                && same(&name[..p.len()], p)
+                && same(&name[p.len() + 1..], l)
+        };
+        if !matches {
+            return Err(malformed(format!(
+                "`</{name}>` does not close `<{}>`",
+                qualified(top.prefix, top.local)
+            )));
+        }
+        self.flush_text(false);
+        match self.stack.pop() {
+            Some(open) => {
+                self.bindings.truncate(open.mark);
+                Ok(self.attach(open.el))
+            }
+            None => Ok(None),
+        }
     }
 
     /// Hangs a finished element on its parent; returns it if it was the top one.
@@ -871,10 +996,76 @@ impl<'a, 'r> Builder<'a, 'r> {
         top.el.push(Node::Text(mem::take(&mut self.text)));
     }
 
-    fn attribute(&mut self, prefix: &'a str, local: &'a str, raw: &'a str) -> Result<(), XmlError> {
-        let Some((_, _, mark)) = self.pending else {
-            return Err(malformed("attribute outside a start tag"));
+    /// Tokenizes the start tag `text[range]` (`<` to `>`) into an element;
+    /// also returns whether it was self-closing. Its namespace declarations
+    /// are pushed onto `bindings`.
+    fn start_tag(
+        &mut self,
+        text: &'a str,
+        range: std::ops::Range<usize>,
+    ) -> Result<(Open<'a>, bool), XmlError> {
+        let mark = self.bindings.len();
+        let mut name = None;
+        self.attrs.clear();
+        let mut tokens = Tokenizer::from_fragment(text, range);
+        let empty = loop {
+            match tokens.next() {
+                Some(Ok(Token::ElementStart { prefix, local, .. })) if name.is_none() => {
+                    name = Some((prefix.as_str(), local.as_str()));
+                }
+                Some(Ok(Token::Attribute {
+                    prefix,
+                    local,
+                    value,
+                    ..
+                })) if name.is_some() => {
+                    self.attribute(mark, prefix.as_str(), local.as_str(), value.as_str())?;
+                }
+                Some(Ok(Token::ElementEnd { end, .. })) if name.is_some() => match end {
+                    ElementEnd::Open => break false,
+                    ElementEnd::Empty => break true,
+                    ElementEnd::Close(..) => return Err(malformed("unexpected end tag")),
+                },
+                Some(Err(e)) => return Err(parse_error(e)),
+                Some(Ok(_)) | None => return Err(malformed("malformed start tag")),
+            }
         };
+        match tokens.next() {
+            None => {}
+            Some(Err(e)) => return Err(parse_error(e)),
+            Some(Ok(_)) => return Err(malformed("malformed start tag")),
+        }
+        let Some((prefix, local)) = name else {
+            return Err(malformed("malformed start tag"));
+        };
+        if prefix == "xmlns" {
+            return Err(malformed("element with the reserved prefix `xmlns`"));
+        }
+        let ns = self.resolve(prefix)?;
+        let mut el = Element::new(local, ns);
+        for (p, l, value) in self.attrs.drain(..) {
+            if !p.is_empty() && !is_bound(&self.bindings, self.outer, p) {
+                return Err(malformed(format!("unbound namespace prefix `{p}`")));
+            }
+            el.set_attr(qualified(p, l), value);
+        }
+        let open = Open {
+            el,
+            prefix,
+            local,
+            mark,
+            has_elements: false,
+        };
+        Ok((open, empty))
+    }
+
+    fn attribute(
+        &mut self,
+        mark: usize,
+        prefix: &'a str,
+        local: &'a str,
+        raw: &'a str,
+    ) -> Result<(), XmlError> {
         if self.attrs.len() + (self.bindings.len() - mark) >= MAX_ATTRIBUTES {
             return Err(malformed(format!(
                 "more than {MAX_ATTRIBUTES} attributes on one element"
@@ -888,17 +1079,27 @@ impl<'a, 'r> Builder<'a, 'r> {
             None
         };
         let Some(declared) = declared else {
-            let mut value = String::new();
-            unescape_into(raw, true, &mut value)?;
+            if self
+                .attrs
+                .iter()
+                .any(|(p, l, _)| same(p, prefix) && same(l, local))
+            {
+                return Err(malformed(format!(
+                    "duplicate attribute `{}`",
+                    qualified(prefix, local)
+                )));
+            }
+            let mut value = String::with_capacity(raw.len());
+            attr_into(raw, &mut value)?;
             self.attrs.push((prefix, local, value));
             return Ok(());
         };
-        if self.bindings[mark..].iter().any(|(p, _)| *p == declared) {
+        if self.bindings[mark..].iter().any(|(p, _)| same(p, declared)) {
             return Err(malformed(format!(
                 "duplicate namespace declaration for `{declared}`"
             )));
         }
-        let uri = unescape_cow(raw)?;
+        let uri = attr_cow(raw)?;
         if declared == "xmlns" || (declared == "xml") != (uri == XML_NS) {
             return Err(malformed(format!("reserved namespace prefix `{declared}`")));
         }
@@ -911,41 +1112,12 @@ impl<'a, 'r> Builder<'a, 'r> {
         Ok(())
     }
 
-    /// Completes the pending start tag into an element.
-    fn start_tag(&mut self) -> Result<Open<'a>, XmlError> {
-        let Some((prefix, local, mark)) = self.pending.take() else {
-            return Err(malformed("end of a start tag without its start"));
-        };
-        if prefix == "xmlns" {
-            return Err(malformed("element with the reserved prefix `xmlns`"));
-        }
-        let ns = self.resolve(prefix)?;
-        let mut el = Element::new(local, ns);
-        for (p, l, value) in self.attrs.drain(..) {
-            if !p.is_empty() && !self_or_outer_bound(&self.bindings, self.outer, p) {
-                return Err(malformed(format!("unbound namespace prefix `{p}`")));
-            }
-            let name = qualified(p, l);
-            if el.attr(&name).is_some() {
-                return Err(malformed(format!("duplicate attribute `{name}`")));
-            }
-            el.set_attr(name, value);
-        }
-        Ok(Open {
-            el,
-            prefix,
-            local,
-            mark,
-            has_elements: false,
-        })
-    }
-
     /// The namespace URI bound to `prefix` (`""` = default namespace).
     fn resolve(&self, prefix: &str) -> Result<&str, XmlError> {
-        if let Some((_, uri)) = self.bindings.iter().rev().find(|(p, _)| *p == prefix) {
+        if let Some((_, uri)) = self.bindings.iter().rev().find(|(p, _)| same(p, prefix)) {
             return Ok(uri);
         }
-        if let Some((_, uri)) = self.outer.iter().rev().find(|(p, _)| p == prefix) {
+        if let Some((_, uri)) = self.outer.iter().rev().find(|(p, _)| same(p, prefix)) {
             return Ok(uri);
         }
         match prefix {
@@ -956,12 +1128,13 @@ impl<'a, 'r> Builder<'a, 'r> {
     }
 }
 
-fn self_or_outer_bound(
-    bindings: &[(&str, Cow<'_, str>)],
-    outer: &[(String, String)],
-    p: &str,
-) -> bool {
-    p == "xml" || bindings.iter().any(|(b, _)| *b == p) || outer.iter().any(|(b, _)| b == p)
+fn is_bound(bindings: &[(&str, Cow<'_, str>)], outer: &[(String, String)], p: &str) -> bool {
+    p == "xml" || bindings.iter().any(|(b, _)| same(b, p)) || outer.iter().any(|(b, _)| same(b, p))
+}
+
+/// String equality without a `memcmp` call: the names compared are short.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y)
 }
 
 fn qualified(prefix: &str, local: &str) -> String {
@@ -973,6 +1146,75 @@ fn qualified(prefix: &str, local: &str) -> String {
     s.push(':');
     s.push_str(local);
     s
+}
+
+/// The `>` ending the start tag that begins at `lt`, skipping quoted values.
+fn tag_end(bytes: &[u8], lt: usize) -> Option<usize> {
+    let mut i = lt + 1;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'>' => return Some(i),
+            q @ (b'"' | b'\'') => i += 1 + find_byte(&bytes[i + 1..], q)?,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Appends character data to `out`: references resolved, line ends
+/// normalised, characters XML does not allow (and `]]>`) refused.
+fn text_into(raw: &str, out: &mut String) -> Result<(), XmlError> {
+    let bytes = raw.as_bytes();
+    let mut copied = 0;
+    let mut from = 0;
+    while let Some(n) = find_text_special(&bytes[from..]) {
+        let at = from + n;
+        from = at + 1;
+        match bytes[at] {
+            b'\t' | b'\n' => {}
+            b'>' => {
+                if at >= 2 && &bytes[at - 2..at] == b"]]" {
+                    return Err(malformed("`]]>` in character data"));
+                }
+            }
+            0xEF => {
+                if bytes.get(at + 1) == Some(&0xBF)
+                    && matches!(bytes.get(at + 2), Some(0xBE | 0xBF))
+                {
+                    return Err(malformed("U+FFFE/U+FFFF in character data"));
+                }
+            }
+            b'&' => {
+                out.push_str(&raw[copied..at]);
+                let (c, next) = reference(raw, at)?;
+                out.push(c);
+                copied = next;
+                from = next;
+            }
+            b'\r' => {
+                out.push_str(&raw[copied..at]);
+                out.push('\n');
+                if bytes.get(at + 1) == Some(&b'\n') {
+                    from = at + 2;
+                }
+                copied = from;
+            }
+            _ => return Err(malformed("control character in character data")),
+        }
+    }
+    out.push_str(&raw[copied..]);
+    Ok(())
+}
+
+/// Refuses characters XML does not allow literally (CDATA content).
+fn check_chars(raw: &str) -> Result<(), XmlError> {
+    if raw.chars().any(|c| {
+        (c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || c == '\u{FFFE}' || c == '\u{FFFF}'
+    }) {
+        return Err(malformed("character not allowed in XML"));
+    }
+    Ok(())
 }
 
 /// Appends CDATA content with line ends normalised.
@@ -993,7 +1235,7 @@ fn push_normalised(raw: &str, out: &mut String) {
 }
 
 /// An attribute value unescaped, borrowed when nothing needed changing.
-fn unescape_cow(raw: &str) -> Result<Cow<'_, str>, XmlError> {
+fn attr_cow(raw: &str) -> Result<Cow<'_, str>, XmlError> {
     if !raw
         .bytes()
         .any(|b| matches!(b, b'&' | b'\r' | b'\n' | b'\t'))
@@ -1001,51 +1243,54 @@ fn unescape_cow(raw: &str) -> Result<Cow<'_, str>, XmlError> {
         return Ok(Cow::Borrowed(raw));
     }
     let mut s = String::with_capacity(raw.len());
-    unescape_into(raw, true, &mut s)?;
+    attr_into(raw, &mut s)?;
     Ok(Cow::Owned(s))
 }
 
-/// Appends `raw` (character data, or an attribute value if `attr`) to `out`
-/// with references resolved and line ends (and, for attributes, whitespace)
-/// normalised as XML 1.0 prescribes.
-fn unescape_into(raw: &str, attr: bool, out: &mut String) -> Result<(), XmlError> {
+/// Appends an attribute value (as `xmlparser` checked it) to `out` with
+/// references resolved and whitespace normalised as XML 1.0 prescribes:
+/// literal tab, LF, CR and CRLF become one space each.
+fn attr_into(raw: &str, out: &mut String) -> Result<(), XmlError> {
     let bytes = raw.as_bytes();
-    let special = |b: u8| b == b'&' || b == b'\r' || (attr && (b == b'\n' || b == b'\t'));
     let mut last = 0;
-    while let Some(n) = bytes[last..].iter().position(|&b| special(b)) {
+    while let Some(n) = bytes[last..]
+        .iter()
+        .position(|&b| matches!(b, b'&' | b'\r' | b'\n' | b'\t'))
+    {
         let at = last + n;
         out.push_str(&raw[last..at]);
-        match bytes[at] {
-            b'&' => {
-                // Scan the name up to the first byte that cannot be in one:
-                // linear however many `&` there are.
-                let name_len = bytes[at + 1..]
-                    .iter()
-                    .position(|&b| !is_ref_byte(b))
-                    .unwrap_or(bytes.len() - at - 1);
-                let semi = at + 1 + name_len;
-                if name_len == 0 || bytes.get(semi) != Some(&b';') {
-                    return Err(malformed("`&` not starting a reference"));
-                }
-                out.push(resolve_ref(&raw[at + 1..semi])?);
-                last = semi + 1;
-            }
-            b'\r' => {
-                out.push(if attr { ' ' } else { '\n' });
-                last = if bytes.get(at + 1) == Some(&b'\n') {
-                    at + 2
-                } else {
-                    at + 1
-                };
-            }
-            _ => {
-                out.push(' ');
-                last = at + 1;
-            }
+        if bytes[at] == b'&' {
+            let (c, next) = reference(raw, at)?;
+            out.push(c);
+            last = next;
+        } else {
+            out.push(' ');
+            last = if bytes[at] == b'\r' && bytes.get(at + 1) == Some(&b'\n') {
+                at + 2
+            } else {
+                at + 1
+            };
         }
     }
     out.push_str(&raw[last..]);
     Ok(())
+}
+
+/// Resolves the reference starting with the `&` at `at`; returns the
+/// character and the index after the `;`.
+fn reference(raw: &str, at: usize) -> Result<(char, usize), XmlError> {
+    let bytes = raw.as_bytes();
+    // The name runs to the first byte that cannot be in one, so a bare `&`
+    // costs a short look, however many there are.
+    let name_len = bytes[at + 1..]
+        .iter()
+        .position(|&b| !is_ref_byte(b))
+        .unwrap_or(bytes.len() - at - 1);
+    let semi = at + 1 + name_len;
+    if name_len == 0 || bytes.get(semi) != Some(&b';') {
+        return Err(malformed("`&` not starting a reference"));
+    }
+    Ok((resolve_ref(&raw[at + 1..semi])?, semi + 1))
 }
 
 /// Bytes that may appear in an entity name or character reference.
@@ -1054,7 +1299,8 @@ fn is_ref_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'#' | b'_' | b'-' | b'.' | b':') || b >= 0x80
 }
 
-/// Resolves the reference `&name;`.
+/// Resolves the reference `&name;`: the five predefined entities, and
+/// character references to any scalar value but U+0000 (see the module docs).
 fn resolve_ref(name: &str) -> Result<char, XmlError> {
     let (digits, radix) = match name {
         "lt" => return Ok('<'),
@@ -1581,6 +1827,24 @@ mod tests {
         assert_eq!(r.finish(), Ok(()));
     }
 
+    #[test]
+    fn byte_at_a_time_is_linear() {
+        // A quadratic reader would need ~10^9 steps here and time out.
+        let body = "x".repeat(60_000);
+        let input = format!("{HDR}<message><gcm xmlns='google:mobile:data'>{body}</gcm></message>");
+        let started = std::time::Instant::now();
+        let mut r = StanzaReader::new(ReaderLimits::default());
+        let mut stanzas = 0;
+        for b in input.as_bytes() {
+            r.feed(std::slice::from_ref(b));
+            while let Some(p) = r.next_packet().unwrap() {
+                stanzas += matches!(p, Packet::Stanza(_)) as usize;
+            }
+        }
+        assert_eq!(stanzas, 1);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
     // ---- errors ----
 
     #[test]
@@ -1894,6 +2158,79 @@ mod tests {
         assert_eq!(r.finish(), Err(XmlError::Truncated));
     }
 
+    #[test]
+    fn literal_noncharacters_are_malformed() {
+        for s in [
+            "<a>\u{FFFE}</a>",
+            "<a>x\u{FFFF}</a>",
+            "<a><![CDATA[\u{1}]]></a>",
+        ] {
+            let input = format!("{HDR}{s}");
+            assert!(is_malformed(&error_of(input.as_bytes())), "{s:?}");
+        }
+        // Other characters led by 0xEF are fine.
+        assert_eq!(
+            stanza("<a>\u{FFFD}\u{FEFF}\u{F000}</a>").text(),
+            "\u{FFFD}\u{FEFF}\u{F000}"
+        );
+    }
+
+    /// Our own character-data check accepts exactly what `xmlparser` does
+    /// (text without references, where neither resolves anything).
+    #[test]
+    fn text_validation_agrees_with_xmlparser() {
+        const ALPHABET: &[&str] = &[
+            "a", " ", "\t", "\n", "\r", ">", "]", "]]", "\u{1}", "\u{1f}", "\u{7f}", "\u{fffe}",
+            "\u{ffff}", "\u{fffd}", "\u{ef}", "é", "😀", "\u{feff}", "\u{b}",
+        ];
+        let mut rng = Rng(42);
+        for _ in 0..5000 {
+            let len = rng.below(8);
+            let text: String = (0..len)
+                .map(|_| ALPHABET[rng.below(ALPHABET.len())])
+                .collect();
+            let doc = format!("<a>{text}</a>");
+            let theirs = Tokenizer::from(doc.as_str()).all(|t| t.is_ok());
+            let ours = Builder::new(&[], Scratch::default()).stanza(&doc).is_ok();
+            assert_eq!(ours, theirs, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn odd_but_valid_comments() {
+        let e = stanza("<a><!-->x--><!---->y</a>");
+        assert_eq!(e.text(), "y");
+        let input = format!("{HDR}<!-->x-->\n<b/>");
+        let (packets, end) = all_ways(ReaderLimits::default(), input.as_bytes());
+        assert_eq!((packets.len(), end), (2, Ok(())));
+    }
+
+    #[test]
+    fn word_search_matches_naive_search() {
+        let mut rng = Rng(7);
+        let naive_special = |b: u8| b < 0x20 || b == b'&' || b == b'>' || b == 0xEF;
+        for _ in 0..20_000 {
+            let len = rng.below(40);
+            let hay: Vec<u8> = (0..len)
+                .map(|_| match rng.below(4) {
+                    0 => b"<&>\x00\x1f\x20\xef\xff\x80\x7f\t\n"[rng.below(12)],
+                    _ => rng.next() as u8,
+                })
+                .collect();
+            let needle = b"<&-?]\x00\xef\xff"[rng.below(8)];
+            assert_eq!(
+                find_byte(&hay, needle),
+                hay.iter().position(|&b| b == needle),
+                "{hay:?} {needle}"
+            );
+            assert_eq!(
+                find_text_special(&hay),
+                hay.iter().position(|&b| naive_special(b)),
+                "{hay:?}"
+            );
+        }
+    }
+
     // ---- fuzz-style ----
 
     /// xorshift64*: deterministic, good enough to shake the scanner.
@@ -1992,5 +2329,95 @@ mod tests {
         }
         // Both outcomes were exercised.
         assert!(outcomes[0] > 300 && outcomes[1] > 100, "{outcomes:?}");
+    }
+}
+
+#[cfg(test)]
+mod perf {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    const ACK: &str = "<message><data:gcm xmlns:data=\"google:mobile:data\">{\"from\":\
+                       \"dQw4w9WgXcQ:APA91bHun4MxP5egoKMwt2KZFBaFUH-1RYqx\",\"message_id\":\
+                       \"m-1234567\",\"message_type\":\"ack\"}</data:gcm></message>";
+
+    fn upstream(i: usize) -> String {
+        format!(
+            "<message to=\"123456789012@gcm.googleapis.com\" from=\"devices@gcm.googleapis.com\" \
+             type=\"normal\"><gcm xmlns=\"google:mobile:data\">{{\"category\":\"com.example.app\",\
+             \"data\":{{\"text\":\"{}\",\"n\":\"a &amp; b &lt; c\"}},\"message_id\":\"u-{i}\",\
+             \"from\":\"eXaMpLeToKeN{i:08}\",\"time_to_live\":86400}}</gcm></message> ",
+            "lorem ipsum dolor sit amet ".repeat(1 + i % 40)
+        )
+    }
+
+    /// A stream of `n` stanzas: acks (`mix` 1), upstream messages (2), or
+    /// both alternating (0).
+    fn traffic(n: usize, mix: usize) -> String {
+        let mut s = String::from(
+            "<stream:stream from='gcm.googleapis.com' id='1' version='1.0' \
+             xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:client'>",
+        );
+        for i in 0..n {
+            if mix == 1 || (mix == 0 && i % 2 == 0) {
+                s.push_str(ACK);
+            } else {
+                s.push_str(&upstream(i));
+            }
+        }
+        s
+    }
+
+    fn best(f: &dyn Fn() -> usize) -> Duration {
+        (0..9)
+            .map(|_| {
+                let t = Instant::now();
+                std::hint::black_box(f());
+                t.elapsed()
+            })
+            .min()
+            .unwrap_or_default()
+    }
+
+    /// Reader throughput over raw `xmlparser` tokenization of `input`.
+    fn ratio(name: &str, input: &str) -> f64 {
+        let raw = best(&|| Tokenizer::from(input).filter(|t| t.is_ok()).count());
+        let ours = best(&|| {
+            let mut r = StanzaReader::new(ReaderLimits::default());
+            let mut n = 0;
+            for chunk in input.as_bytes().chunks(READ_BLOCK) {
+                r.feed(chunk);
+                while let Ok(Some(p)) = r.next_packet() {
+                    n += matches!(p, Packet::Stanza(_)) as usize;
+                }
+            }
+            n
+        });
+        let ratio = raw.as_secs_f64() / ours.as_secs_f64();
+        let mb = input.len() as f64 / (1 << 20) as f64;
+        println!(
+            "{name}: {mb:.1} MiB, xmlparser {:.0} MiB/s, reader {:.0} MiB/s, ratio {ratio:.2}",
+            mb / raw.as_secs_f64(),
+            mb / ours.as_secs_f64()
+        );
+        ratio
+    }
+
+    /// Throughput against raw `xmlparser` tokenization of the same bytes.
+    /// Run with `cargo test --release --lib perf -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "timing; run in release"]
+    fn reader_vs_raw_tokenizer() {
+        let mixed = ratio("mixed", &traffic(20_000, 0));
+        let acks = ratio("acks", &traffic(40_000, 1));
+        let upstream = ratio("upstream", &traffic(10_000, 2));
+        // A regression guard, not the 0.8 goal: at the time of writing the
+        // ratios were about 0.65 (mixed), 0.48 (acks), 0.74 (upstream); see
+        // the module docs for where the time goes.
+        if !cfg!(debug_assertions) {
+            for (name, r) in [("mixed", mixed), ("acks", acks), ("upstream", upstream)] {
+                assert!(r >= 0.35, "{name}: reader at {r:.2}x of raw xmlparser");
+            }
+        }
     }
 }
