@@ -342,7 +342,10 @@ impl Config {
             return bad("resource", "must be non-empty plain text");
         }
         if !(1..=100).contains(&self.max_pending) {
-            return bad("max_pending", "must be 1..=100 (CCS allows 100 pending messages)");
+            return bad(
+                "max_pending",
+                "must be 1..=100 (CCS allows 100 pending messages)",
+            );
         }
         if self.max_stanza_size < 1024 {
             return bad("max_stanza_size", "must be at least 1024 bytes");
@@ -412,10 +415,28 @@ mod tests {
         let ok = Config::new("123", "k");
         assert!(ok.validate().is_ok());
         let e = ok.clone().max_pending(101).validate().unwrap_err();
-        assert!(matches!(e, Error::InvalidConfig { field: "max_pending", .. }));
+        assert!(matches!(
+            e,
+            Error::InvalidConfig {
+                field: "max_pending",
+                ..
+            }
+        ));
         let e = Config::new("", "k").validate().unwrap_err();
-        assert!(matches!(e, Error::InvalidConfig { field: "sender_id", .. }));
+        assert!(matches!(
+            e,
+            Error::InvalidConfig {
+                field: "sender_id",
+                ..
+            }
+        ));
         let e = Config::new("1", "").validate().unwrap_err();
-        assert!(matches!(e, Error::InvalidConfig { field: "server_key", .. }));
+        assert!(matches!(
+            e,
+            Error::InvalidConfig {
+                field: "server_key",
+                ..
+            }
+        ));
     }
 }

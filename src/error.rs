@@ -238,9 +238,7 @@ impl fmt::Display for ProtocolError {
             ProtocolError::Unexpected { expected, got } => {
                 write!(f, "expected {expected}, got {got}")
             }
-            ProtocolError::NoPlainMechanism => {
-                f.write_str("server does not offer sasl PLAIN")
-            }
+            ProtocolError::NoPlainMechanism => f.write_str("server does not offer sasl PLAIN"),
             ProtocolError::BindFailed { condition } => {
                 write!(f, "resource bind refused: {condition}")
             }
@@ -395,7 +393,11 @@ mod tests {
 
     #[test]
     fn error_stays_small() {
-        assert!(std::mem::size_of::<Error>() <= 56, "{}", std::mem::size_of::<Error>());
+        assert!(
+            std::mem::size_of::<Error>() <= 56,
+            "{}",
+            std::mem::size_of::<Error>()
+        );
     }
 
     #[test]

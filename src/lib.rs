@@ -8,6 +8,8 @@
 #![warn(missing_debug_implementations)]
 
 mod config;
+#[cfg(feature = "emulator")]
+pub mod emulator;
 mod error;
 pub mod event;
 pub mod message;
@@ -22,3 +24,6 @@ pub use event::{
     UnknownMessage, Upstream,
 };
 pub use message::{Message, Notification, Priority};
+
+#[cfg(feature = "emulator")]
+pub use emulator::Emulator;
