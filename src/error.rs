@@ -95,7 +95,7 @@ impl fmt::Display for Phase {
 #[derive(Debug)]
 pub struct TlsError {
     kind: TlsErrorKind,
-    source: Option<native_tls::Error>,
+    source: Option<Box<native_tls::Error>>,
     detail: String,
 }
 
@@ -123,7 +123,7 @@ impl TlsError {
     }
 
     pub(crate) fn with_source(mut self, source: native_tls::Error) -> Self {
-        self.source = Some(source);
+        self.source = Some(Box::new(source));
         self
     }
 
@@ -152,7 +152,7 @@ impl fmt::Display for TlsError {
 impl std::error::Error for TlsError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.source
-            .as_ref()
+            .as_deref()
             .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }

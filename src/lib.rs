@@ -7,15 +7,23 @@
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
 
+pub mod client;
 mod config;
+mod connection;
 #[cfg(feature = "emulator")]
 pub mod emulator;
 mod error;
 pub mod event;
+mod json;
 pub mod message;
+#[cfg(test)]
+mod mock;
+mod stream;
+mod transport;
 pub mod xml;
 
 pub use config::{Config, Endpoint, Keepalive, ServerKey, Timeouts};
+pub use connection::{Connection, TlsTcpStream};
 pub use error::{
     Error, InvalidMessage, Phase, ProtocolError, Result, TlsError, TlsErrorKind, XmlError,
 };
@@ -24,6 +32,7 @@ pub use event::{
     UnknownMessage, Upstream,
 };
 pub use message::{Message, Notification, Priority};
+pub use transport::SetTimeout;
 
 #[cfg(feature = "emulator")]
 pub use emulator::Emulator;

@@ -1,6 +1,41 @@
-//! Downstream messages: builder, validation (PROTOCOL.md §6) and JSON. STUB: being implemented.
+//! Downstream messages: builder, validation and JSON (PROTOCOL.md §6, §13).
+//!
+//! ```
+//! use fcm_xmpp::{Message, Notification, Priority};
+//!
+//! let msg = Message::to_topic("news")
+//!     .priority(Priority::High)
+//!     .time_to_live(0)
+//!     .data("story", "42")
+//!     .notification(Notification::new().title("Hello").body("World"));
+//! assert!(msg.validate().is_ok());
+//! assert!(msg.id().starts_with("fx-"));
+//! let json = msg.to_json();
+//! assert!(json.contains(r#""time_to_live":0"#));
+//! ```
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use miniserde::json::{Object, Value};
 
 use crate::error::InvalidMessage;
+use crate::json::{self, FieldError};
+
+/// The largest `time_to_live` CCS accepts: 4 weeks, in seconds.
+pub const MAX_TIME_TO_LIVE: u32 = 2_419_200;
+
+/// The most bytes the `data` keys and values may add up to.
+pub const MAX_DATA_BYTES: usize = 4096;
+
+/// The most `&&` / `||` operators a `condition` may contain.
+pub const MAX_CONDITION_OPERATORS: usize = 2;
+
+/// The prefix that turns a `to` into a topic.
+const TOPIC_PREFIX: &str = "/topics/";
 
 /// Delivery priority.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -11,7 +46,35 @@ pub enum Priority {
     High,
 }
 
+impl Priority {
+    /// The JSON value: `"normal"` or `"high"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Normal => "normal",
+            Priority::High => "high",
+        }
+    }
+
+    /// Parses the JSON value; `None` for anything but `normal` / `high`.
+    pub fn from_name(name: &str) -> Option<Priority> {
+        match name {
+            "normal" => Some(Priority::Normal),
+            "high" => Some(Priority::High),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Priority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The `notification` object (display message).
+///
+/// Build it with [`Notification::new`] and the by-value setters, which are
+/// named like the JSON fields. Unset fields are left out of the JSON.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Notification {
@@ -45,8 +108,135 @@ pub struct Notification {
     pub title_loc_args: Option<Vec<String>>,
 }
 
+macro_rules! notification_string_setters {
+    ($($field:ident),* $(,)?) => {
+        $(
+            #[doc = concat!("Sets `", stringify!($field), "`.")]
+            pub fn $field(mut self, value: impl Into<String>) -> Self {
+                self.$field = Some(value.into());
+                self
+            }
+        )*
+    };
+}
+
+impl Notification {
+    /// An empty notification; add fields with the setters.
+    pub fn new() -> Self {
+        Notification::default()
+    }
+
+    notification_string_setters!(
+        title,
+        body,
+        android_channel_id,
+        icon,
+        sound,
+        tag,
+        color,
+        click_action,
+        badge,
+        subtitle,
+        body_loc_key,
+        title_loc_key,
+    );
+
+    /// Sets `body_loc_args` (sent as a JSON array of strings).
+    pub fn body_loc_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.body_loc_args = Some(args.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Sets `title_loc_args` (sent as a JSON array of strings).
+    pub fn title_loc_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.title_loc_args = Some(args.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// The string fields in JSON order, paired with their JSON names.
+    fn string_fields(&self) -> [(&'static str, &Option<String>); 12] {
+        [
+            ("title", &self.title),
+            ("body", &self.body),
+            ("android_channel_id", &self.android_channel_id),
+            ("icon", &self.icon),
+            ("sound", &self.sound),
+            ("tag", &self.tag),
+            ("color", &self.color),
+            ("click_action", &self.click_action),
+            ("badge", &self.badge),
+            ("subtitle", &self.subtitle),
+            ("body_loc_key", &self.body_loc_key),
+            ("title_loc_key", &self.title_loc_key),
+        ]
+    }
+
+    /// Appends the JSON object for this notification to `out`.
+    pub fn write_json(&self, out: &mut String) {
+        out.push('{');
+        let mut first = true;
+        for (name, value) in self.string_fields() {
+            if let Some(v) = value {
+                json::write_key(name, &mut first, out);
+                json::write_str(v, out);
+            }
+        }
+        for (name, args) in [
+            ("body_loc_args", &self.body_loc_args),
+            ("title_loc_args", &self.title_loc_args),
+        ] {
+            if let Some(args) = args {
+                json::write_key(name, &mut first, out);
+                out.push('[');
+                for (i, a) in args.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    json::write_str(a, out);
+                }
+                out.push(']');
+            }
+        }
+        out.push('}');
+    }
+
+    /// Reads a `notification` object strictly (strings must be strings,
+    /// `*_loc_args` arrays of strings); unknown fields are ignored.
+    fn from_object(obj: &Object) -> Result<Notification, FieldError> {
+        let s = |field: &'static str| json::opt_str(obj, field).map(|v| v.map(str::to_owned));
+        Ok(Notification {
+            title: s("title")?,
+            body: s("body")?,
+            android_channel_id: s("android_channel_id")?,
+            icon: s("icon")?,
+            sound: s("sound")?,
+            tag: s("tag")?,
+            color: s("color")?,
+            click_action: s("click_action")?,
+            badge: s("badge")?,
+            subtitle: s("subtitle")?,
+            body_loc_key: s("body_loc_key")?,
+            body_loc_args: json::opt_str_array(obj, "body_loc_args")?,
+            title_loc_key: s("title_loc_key")?,
+            title_loc_args: json::opt_str_array(obj, "title_loc_args")?,
+        })
+    }
+}
+
 /// A downstream message. Built with [`Message::to`] / [`Message::to_topic`] /
 /// [`Message::to_condition`] and by-value setters; validated at send.
+///
+/// Setters are named like the JSON fields. Because a setter and a getter
+/// cannot share a name, getters are `get_<field>()`, plus [`Message::id`],
+/// [`Message::target`] and [`Message::data_pairs`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     pub(crate) to: Option<String>,
@@ -64,24 +254,1056 @@ pub struct Message {
     pub(crate) notification: Option<Notification>,
 }
 
+/// A fresh process-unique message id, e.g. `fx-3f9a1c0d5e7b2a64-17`.
+///
+/// The middle part is fixed per process and derived from the clock, the
+/// process id and std's randomly keyed hasher, so ids from different runs do
+/// not collide in practice; the last part is an atomic counter. Never a bare
+/// timestamp (PROTOCOL.md §6).
+pub fn next_message_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let prefix = process_prefix();
+    let mut id = String::with_capacity(3 + prefix.len() + 1 + 20);
+    id.push_str("fx-");
+    id.push_str(prefix);
+    id.push('-');
+    json::write_u64(n, &mut id);
+    id
+}
+
+/// 16 hex digits, computed once per process.
+fn process_prefix() -> &'static str {
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    PREFIX.get_or_init(|| {
+        // RandomState is keyed from OS randomness once per thread; mixing in
+        // time and pid guards against a degenerate platform seed.
+        let mut h = RandomState::new().build_hasher();
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        nanos.hash(&mut h);
+        std::process::id().hash(&mut h);
+        Instant::now().hash(&mut h);
+        std::thread::current().id().hash(&mut h);
+        format!("{:016x}", h.finish())
+    })
+}
+
 impl Message {
-    /// A message to a registration token, notification key or `/topics/NAME`.
-    pub fn to(_to: impl Into<String>) -> Self {
-        todo!()
+    fn with_target(to: Option<String>, condition: Option<String>) -> Self {
+        Message {
+            to,
+            condition,
+            message_id: next_message_id(),
+            collapse_key: None,
+            priority: None,
+            content_available: None,
+            mutable_content: None,
+            time_to_live: None,
+            delay_while_idle: None,
+            delivery_receipt_requested: None,
+            dry_run: None,
+            data: Vec::new(),
+            notification: None,
+        }
     }
 
-    /// The message id (generated unique when not set).
+    /// A message to a registration token, notification key or `/topics/NAME`.
+    /// Gets a fresh [`next_message_id`] at once.
+    pub fn to(to: impl Into<String>) -> Self {
+        Message::with_target(Some(to.into()), None)
+    }
+
+    /// A message to topic `name` (`to` becomes `/topics/<name>`; a `name` that
+    /// already starts with `/topics/` is taken as is).
+    pub fn to_topic(name: impl AsRef<str>) -> Self {
+        let name = name.as_ref();
+        if name.starts_with(TOPIC_PREFIX) {
+            Message::to(name)
+        } else {
+            Message::to(format!("{TOPIC_PREFIX}{name}"))
+        }
+    }
+
+    /// A message to a topic `condition`, e.g. `'a' in topics && 'b' in topics`
+    /// (at most two `&&` / `||` operators).
+    pub fn to_condition(condition: impl Into<String>) -> Self {
+        Message::with_target(None, Some(condition.into()))
+    }
+
+    // ---- setters -------------------------------------------------------
+
+    /// Replaces the generated `message_id`. It must be unique per sender id.
+    pub fn message_id(mut self, id: impl Into<String>) -> Self {
+        self.message_id = id.into();
+        self
+    }
+
+    /// Sets `collapse_key` (CCS keeps at most 4 distinct keys per device).
+    pub fn collapse_key(mut self, key: impl Into<String>) -> Self {
+        self.collapse_key = Some(key.into());
+        self
+    }
+
+    /// Sets `priority`.
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+
+    /// Sets `content_available` (iOS: wake the app).
+    pub fn content_available(mut self, yes: bool) -> Self {
+        self.content_available = Some(yes);
+        self
+    }
+
+    /// Sets `mutable_content` (iOS 10+).
+    pub fn mutable_content(mut self, yes: bool) -> Self {
+        self.mutable_content = Some(yes);
+        self
+    }
+
+    /// Sets `time_to_live` in seconds, `0..=2419200`. `0` means "now or
+    /// never" and is sent as `0`, never dropped as a default.
+    pub fn time_to_live(mut self, seconds: u32) -> Self {
+        self.time_to_live = Some(seconds);
+        self
+    }
+
+    /// Sets `delay_while_idle` (GCM only; FCM ignores it).
+    pub fn delay_while_idle(mut self, yes: bool) -> Self {
+        self.delay_while_idle = Some(yes);
+        self
+    }
+
+    /// Sets `delivery_receipt_requested`: CCS then sends a receipt event.
+    pub fn delivery_receipt_requested(mut self, yes: bool) -> Self {
+        self.delivery_receipt_requested = Some(yes);
+        self
+    }
+
+    /// Sets `dry_run`: CCS validates the message but does not deliver it.
+    pub fn dry_run(mut self, yes: bool) -> Self {
+        self.dry_run = Some(yes);
+        self
+    }
+
+    /// Adds one `data` pair. Pairs keep insertion order; setting a key again
+    /// replaces its value in place (JSON objects have unique keys).
+    pub fn data(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        let key = key.into();
+        let value = value.into();
+        match self.data.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.data.push((key, value)),
+        }
+        self
+    }
+
+    /// Sets the `notification` object.
+    pub fn notification(mut self, notification: Notification) -> Self {
+        self.notification = Some(notification);
+        self
+    }
+
+    // ---- getters -------------------------------------------------------
+
+    /// The message id (generated unique unless replaced; never empty unless
+    /// set so, which [`Message::validate`] refuses).
     pub fn id(&self) -> &str {
         &self.message_id
     }
 
-    /// Appends the JSON object for this message to `out`.
-    pub fn write_json(&self, _out: &mut String) {
-        todo!()
+    /// The recipient: the `to` value, or the `condition` for condition
+    /// messages (`""` only for a message parsed without either, which does
+    /// not validate).
+    pub fn target(&self) -> &str {
+        self.to
+            .as_deref()
+            .or(self.condition.as_deref())
+            .unwrap_or("")
     }
 
-    /// Checks the message as CCS would.
+    /// True if this message goes to a `condition` instead of a `to`.
+    pub fn is_condition(&self) -> bool {
+        self.to.is_none() && self.condition.is_some()
+    }
+
+    /// The topic name if `to` is `/topics/NAME`.
+    pub fn topic(&self) -> Option<&str> {
+        self.to.as_deref()?.strip_prefix(TOPIC_PREFIX)
+    }
+
+    /// `to`, if set.
+    pub fn get_to(&self) -> Option<&str> {
+        self.to.as_deref()
+    }
+
+    /// `condition`, if set.
+    pub fn get_condition(&self) -> Option<&str> {
+        self.condition.as_deref()
+    }
+
+    /// `collapse_key`, if set.
+    pub fn get_collapse_key(&self) -> Option<&str> {
+        self.collapse_key.as_deref()
+    }
+
+    /// `priority`, if set.
+    pub fn get_priority(&self) -> Option<Priority> {
+        self.priority
+    }
+
+    /// `content_available`, if set.
+    pub fn get_content_available(&self) -> Option<bool> {
+        self.content_available
+    }
+
+    /// `mutable_content`, if set.
+    pub fn get_mutable_content(&self) -> Option<bool> {
+        self.mutable_content
+    }
+
+    /// `time_to_live` in seconds, if set (`Some(0)` is a real value).
+    pub fn get_time_to_live(&self) -> Option<u32> {
+        self.time_to_live
+    }
+
+    /// `delay_while_idle`, if set.
+    pub fn get_delay_while_idle(&self) -> Option<bool> {
+        self.delay_while_idle
+    }
+
+    /// `delivery_receipt_requested`, if set.
+    pub fn get_delivery_receipt_requested(&self) -> Option<bool> {
+        self.delivery_receipt_requested
+    }
+
+    /// `dry_run`, if set.
+    pub fn get_dry_run(&self) -> Option<bool> {
+        self.dry_run
+    }
+
+    /// The `data` pairs in insertion order (key order for parsed messages).
+    pub fn data_pairs(&self) -> &[(String, String)] {
+        &self.data
+    }
+
+    /// The value of `data` key `key`, if set.
+    pub fn data_value(&self, key: &str) -> Option<&str> {
+        self.data
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The `notification` object, if set.
+    pub fn get_notification(&self) -> Option<&Notification> {
+        self.notification.as_ref()
+    }
+
+    // ---- validation ----------------------------------------------------
+
+    /// Checks the message as CCS would (PROTOCOL.md §6).
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidMessage`] naming the field:
+    /// - `to`: neither or both of `to` / `condition`, an empty `to`, or a
+    ///   `/topics/` name outside `[a-zA-Z0-9-_.~%]+`;
+    /// - `condition`: empty, or more than two `&&` / `||` operators;
+    /// - `message_id`: empty;
+    /// - `time_to_live`: above 2419200;
+    /// - `data`: an empty or reserved key (`from`, `message_type`, `google*`,
+    ///   `gcm*`), or keys plus values above 4096 bytes.
     pub fn validate(&self) -> Result<(), InvalidMessage> {
-        todo!()
+        match (&self.to, &self.condition) {
+            (Some(_), Some(_)) => {
+                return Err(InvalidMessage::new(
+                    "to",
+                    "set either `to` or `condition`, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(InvalidMessage::new(
+                    "to",
+                    "missing recipient: set `to` or `condition`",
+                ))
+            }
+            (Some(to), None) => validate_to(to)?,
+            (None, Some(cond)) => validate_condition(cond)?,
+        }
+        if self.message_id.is_empty() {
+            return Err(InvalidMessage::new("message_id", "must not be empty"));
+        }
+        if let Some(ttl) = self.time_to_live {
+            if ttl > MAX_TIME_TO_LIVE {
+                return Err(InvalidMessage::new(
+                    "time_to_live",
+                    format!("{ttl} is above the maximum of {MAX_TIME_TO_LIVE} seconds (4 weeks)"),
+                ));
+            }
+        }
+        validate_data(&self.data)
+    }
+
+    // ---- JSON ----------------------------------------------------------
+
+    /// Appends the JSON object for this message to `out`.
+    ///
+    /// Numbers are JSON numbers, flags JSON booleans, unset optional fields
+    /// are left out, `time_to_live: 0` is written. Allocates nothing beyond
+    /// the growth of `out`. Does not validate: call [`Message::validate`].
+    pub fn write_json(&self, out: &mut String) {
+        out.push('{');
+        let mut first = true;
+        let opt_str = |name: &str, v: &Option<String>, first: &mut bool, out: &mut String| {
+            if let Some(v) = v {
+                json::write_key(name, first, out);
+                json::write_str(v, out);
+            }
+        };
+        let opt_bool = |name: &str, v: Option<bool>, first: &mut bool, out: &mut String| {
+            if let Some(v) = v {
+                json::write_key(name, first, out);
+                out.push_str(if v { "true" } else { "false" });
+            }
+        };
+        opt_str("to", &self.to, &mut first, out);
+        opt_str("condition", &self.condition, &mut first, out);
+        json::write_key("message_id", &mut first, out);
+        json::write_str(&self.message_id, out);
+        opt_str("collapse_key", &self.collapse_key, &mut first, out);
+        if let Some(p) = self.priority {
+            json::write_key("priority", &mut first, out);
+            json::write_str(p.as_str(), out);
+        }
+        opt_bool("content_available", self.content_available, &mut first, out);
+        opt_bool("mutable_content", self.mutable_content, &mut first, out);
+        if let Some(ttl) = self.time_to_live {
+            json::write_key("time_to_live", &mut first, out);
+            json::write_u64(u64::from(ttl), out);
+        }
+        opt_bool("delay_while_idle", self.delay_while_idle, &mut first, out);
+        opt_bool(
+            "delivery_receipt_requested",
+            self.delivery_receipt_requested,
+            &mut first,
+            out,
+        );
+        opt_bool("dry_run", self.dry_run, &mut first, out);
+        if !self.data.is_empty() {
+            json::write_key("data", &mut first, out);
+            out.push('{');
+            let mut first_pair = true;
+            for (k, v) in &self.data {
+                json::write_key(k, &mut first_pair, out);
+                json::write_str(v, out);
+            }
+            out.push('}');
+        }
+        if let Some(n) = &self.notification {
+            json::write_key("notification", &mut first, out);
+            n.write_json(out);
+        }
+        out.push('}');
+    }
+
+    /// The JSON object for this message as a new string.
+    pub fn to_json(&self) -> String {
+        let mut out = String::with_capacity(128);
+        self.write_json(&mut out);
+        out
+    }
+
+    /// Parses a downstream JSON object strictly, as CCS would, and validates it.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidMessage`] naming the field:
+    /// - `json`: not valid JSON or not an object;
+    /// - `message_id` with reason exactly `missing` when absent (CCS answers
+    ///   that with a stanza error 400, not a NACK);
+    /// - any field with the wrong JSON type (`"time_to_live":"600"`,
+    ///   `"delay_while_idle":"true"`), a non-string `data` value (`data`), an
+    ///   unknown `priority`, and everything [`Message::validate`] refuses.
+    pub fn from_json(text: &str) -> Result<Message, InvalidMessage> {
+        let obj =
+            json::parse_object(text).map_err(|e| InvalidMessage::new("json", e.to_string()))?;
+        Message::from_json_value(&obj)
+    }
+
+    /// Like [`Message::from_json`] on an already parsed object, so a caller can
+    /// look at `message_type` first without parsing twice. `message_type` and
+    /// other unknown top-level fields are ignored here.
+    ///
+    /// # Errors
+    ///
+    /// As [`Message::from_json`], minus the `json` case.
+    pub fn from_json_value(obj: &Object) -> Result<Message, InvalidMessage> {
+        let msg = parse_fields(obj).map_err(|e| InvalidMessage::new(e.field, e.reason))?;
+        msg.validate()?;
+        Ok(msg)
+    }
+}
+
+fn parse_fields(obj: &Object) -> Result<Message, FieldError> {
+    let s = |field: &'static str| json::opt_str(obj, field).map(|v| v.map(str::to_owned));
+    let message_id = json::req_str(obj, "message_id")?.to_owned();
+    let priority = match json::opt_str(obj, "priority")? {
+        None => None,
+        Some(p) => Some(
+            Priority::from_name(p)
+                .ok_or_else(|| FieldError::new("priority", "must be \"normal\" or \"high\""))?,
+        ),
+    };
+    let time_to_live = json::opt_u64(obj, "time_to_live", u64::from(MAX_TIME_TO_LIVE))?
+        .map(|v| u32::try_from(v).unwrap_or(u32::MAX));
+    let mut data = Vec::new();
+    if let Some(d) = json::opt_object(obj, "data")? {
+        data.reserve(d.len());
+        for (k, v) in d.iter() {
+            match v {
+                Value::String(v) => data.push((k.clone(), v.clone())),
+                other => {
+                    return Err(FieldError::new(
+                        "data",
+                        format!(
+                            "value of key {k:?} must be a string, got {}",
+                            json::kind(other)
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+    let notification = match json::opt_object(obj, "notification")? {
+        None => None,
+        Some(n) => Some(Notification::from_object(n)?),
+    };
+    Ok(Message {
+        to: s("to")?,
+        condition: s("condition")?,
+        message_id,
+        collapse_key: s("collapse_key")?,
+        priority,
+        content_available: json::opt_bool(obj, "content_available")?,
+        mutable_content: json::opt_bool(obj, "mutable_content")?,
+        time_to_live,
+        delay_while_idle: json::opt_bool(obj, "delay_while_idle")?,
+        delivery_receipt_requested: json::opt_bool(obj, "delivery_receipt_requested")?,
+        dry_run: json::opt_bool(obj, "dry_run")?,
+        data,
+        notification,
+    })
+}
+
+fn validate_to(to: &str) -> Result<(), InvalidMessage> {
+    if to.is_empty() {
+        return Err(InvalidMessage::new("to", "must not be empty"));
+    }
+    if let Some(name) = to.strip_prefix(TOPIC_PREFIX) {
+        if name.is_empty() {
+            return Err(InvalidMessage::new("to", "empty topic name after /topics/"));
+        }
+        if let Some(bad) = name.chars().find(|&c| !is_topic_char(c)) {
+            return Err(InvalidMessage::new(
+                "to",
+                format!("topic name contains {bad:?}; allowed: [a-zA-Z0-9-_.~%]"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn is_topic_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~' | '%')
+}
+
+fn validate_condition(cond: &str) -> Result<(), InvalidMessage> {
+    if cond.trim().is_empty() {
+        return Err(InvalidMessage::new("condition", "must not be empty"));
+    }
+    let ops = cond.matches("&&").count() + cond.matches("||").count();
+    if ops > MAX_CONDITION_OPERATORS {
+        return Err(InvalidMessage::new(
+            "condition",
+            format!("{ops} operators; at most {MAX_CONDITION_OPERATORS} `&&` / `||` allowed"),
+        ));
+    }
+    Ok(())
+}
+
+/// True for `data` keys CCS reserves (answers INVALID_JSON for).
+fn is_reserved_data_key(key: &str) -> bool {
+    key == "from" || key == "message_type" || key.starts_with("google") || key.starts_with("gcm")
+}
+
+fn validate_data(data: &[(String, String)]) -> Result<(), InvalidMessage> {
+    let mut total = 0usize;
+    for (k, v) in data {
+        if k.is_empty() {
+            return Err(InvalidMessage::new("data", "empty key"));
+        }
+        if is_reserved_data_key(k) {
+            return Err(InvalidMessage::new(
+                "data",
+                format!("key {k:?} is reserved (from, message_type, google*, gcm*)"),
+            ));
+        }
+        total = total.saturating_add(k.len()).saturating_add(v.len());
+    }
+    if total > MAX_DATA_BYTES {
+        return Err(InvalidMessage::new(
+            "data",
+            format!("keys and values total {total} bytes; at most {MAX_DATA_BYTES} allowed"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use miniserde::json::Number;
+    use std::collections::HashSet;
+
+    fn field(r: Result<(), InvalidMessage>) -> &'static str {
+        r.expect_err("expected a validation error").field
+    }
+
+    fn parsed(msg: &Message) -> Object {
+        json::parse_object(&msg.to_json()).expect("our JSON parses")
+    }
+
+    fn full() -> Message {
+        Message::to("tok\"en\\1")
+            .message_id("m-1\n")
+            .collapse_key("ck")
+            .priority(Priority::High)
+            .content_available(true)
+            .mutable_content(false)
+            .time_to_live(600)
+            .delay_while_idle(false)
+            .delivery_receipt_requested(true)
+            .dry_run(true)
+            .data("a", "1")
+            .data("b", "x & <y> \"z\" é\u{1}")
+            .notification(
+                Notification::new()
+                    .title("T")
+                    .body("B")
+                    .android_channel_id("ch")
+                    .icon("ic")
+                    .sound("default")
+                    .tag("tg")
+                    .color("#ff0000")
+                    .click_action("OPEN")
+                    .badge("3")
+                    .subtitle("sub")
+                    .body_loc_key("bk")
+                    .body_loc_args(["b1", "b2"])
+                    .title_loc_key("tk")
+                    .title_loc_args(Vec::<String>::new()),
+            )
+    }
+
+    #[test]
+    fn every_builder_field_is_in_the_json() {
+        let m = full();
+        assert!(m.validate().is_ok());
+        let o = parsed(&m);
+        let str_of = |o: &Object, k: &str| match o.get(k) {
+            Some(Value::String(s)) => s.clone(),
+            other => panic!(
+                "{k}: not a string: {}",
+                other.map(json::kind).unwrap_or("absent")
+            ),
+        };
+        let bool_of = |k: &str| match o.get(k) {
+            Some(Value::Bool(b)) => *b,
+            _ => panic!("{k}: not a bool"),
+        };
+        assert_eq!(str_of(&o, "to"), "tok\"en\\1");
+        assert!(!o.contains_key("condition"));
+        assert_eq!(str_of(&o, "message_id"), "m-1\n");
+        assert_eq!(str_of(&o, "collapse_key"), "ck");
+        assert_eq!(str_of(&o, "priority"), "high");
+        assert!(bool_of("content_available"));
+        assert!(!bool_of("mutable_content"));
+        assert!(matches!(
+            o.get("time_to_live"),
+            Some(Value::Number(Number::U64(600)))
+        ));
+        assert!(!bool_of("delay_while_idle"));
+        assert!(bool_of("delivery_receipt_requested"));
+        assert!(bool_of("dry_run"));
+        let Some(Value::Object(d)) = o.get("data") else {
+            panic!("data")
+        };
+        assert_eq!(d.len(), 2);
+        assert_eq!(str_of(d, "a"), "1");
+        assert_eq!(str_of(d, "b"), "x & <y> \"z\" é\u{1}");
+        let Some(Value::Object(n)) = o.get("notification") else {
+            panic!("notification")
+        };
+        for (k, v) in [
+            ("title", "T"),
+            ("body", "B"),
+            ("android_channel_id", "ch"),
+            ("icon", "ic"),
+            ("sound", "default"),
+            ("tag", "tg"),
+            ("color", "#ff0000"),
+            ("click_action", "OPEN"),
+            ("badge", "3"),
+            ("subtitle", "sub"),
+            ("body_loc_key", "bk"),
+            ("title_loc_key", "tk"),
+        ] {
+            assert_eq!(str_of(n, k), v, "{k}");
+        }
+        let Some(Value::Array(args)) = n.get("body_loc_args") else {
+            panic!("args")
+        };
+        assert_eq!(args.len(), 2);
+        assert!(matches!(&args[1], Value::String(s) if s == "b2"));
+        assert!(matches!(n.get("title_loc_args"), Some(Value::Array(a)) if a.is_empty()));
+        assert_eq!(n.len(), 14);
+        assert_eq!(o.len(), 12);
+    }
+
+    #[test]
+    fn exact_minimal_json() {
+        let m = Message::to("T")
+            .message_id("m-42")
+            .time_to_live(600)
+            .data("k", "a & b < c");
+        assert_eq!(
+            m.to_json(),
+            r#"{"to":"T","message_id":"m-42","time_to_live":600,"data":{"k":"a & b < c"}}"#
+        );
+        let c = Message::to_condition("'a' in topics").message_id("x");
+        assert_eq!(
+            c.to_json(),
+            r#"{"condition":"'a' in topics","message_id":"x"}"#
+        );
+        let mut out = String::from("prefix");
+        c.write_json(&mut out);
+        assert!(out.starts_with("prefix{"));
+    }
+
+    #[test]
+    fn unset_optionals_are_omitted() {
+        let m = Message::to("T");
+        let o = parsed(&m);
+        assert_eq!(o.len(), 2, "{}", m.to_json());
+        assert!(o.contains_key("to") && o.contains_key("message_id"));
+        let n = Message::to("T").notification(Notification::new()).to_json();
+        assert!(n.ends_with(r#""notification":{}}"#), "{n}");
+    }
+
+    #[test]
+    fn ttl_zero_is_sent() {
+        let m = Message::to("T").time_to_live(0);
+        assert!(m.to_json().contains(r#""time_to_live":0"#));
+        assert!(matches!(
+            parsed(&m).get("time_to_live"),
+            Some(Value::Number(Number::U64(0)))
+        ));
+        assert_eq!(m.get_time_to_live(), Some(0));
+        let back = Message::from_json(&m.to_json()).unwrap();
+        assert_eq!(back.get_time_to_live(), Some(0));
+        let max = Message::to("T").time_to_live(MAX_TIME_TO_LIVE);
+        assert!(max.validate().is_ok());
+        assert_eq!(
+            field(
+                Message::to("T")
+                    .time_to_live(MAX_TIME_TO_LIVE + 1)
+                    .validate()
+            ),
+            "time_to_live"
+        );
+        assert_eq!(
+            field(Message::to("T").time_to_live(u32::MAX).validate()),
+            "time_to_live"
+        );
+    }
+
+    #[test]
+    fn json_round_trips() {
+        // data from JSON comes back in key order, so build it sorted here.
+        let mut m = full();
+        assert_eq!(Message::from_json(&m.to_json()).unwrap(), m);
+        m = Message::to_condition("'a' in topics || 'b' in topics").priority(Priority::Normal);
+        assert_eq!(Message::from_json(&m.to_json()).unwrap(), m);
+        m = Message::to_topic("news")
+            .time_to_live(0)
+            .data("z", "")
+            .data("\u{0}", "nul");
+        let back = Message::from_json(&m.to_json()).unwrap();
+        let mut sorted = m.data.clone();
+        sorted.sort();
+        assert_eq!(back.data_pairs(), &sorted[..]);
+        assert_eq!(back.id(), m.id());
+        assert_eq!(back.get_time_to_live(), Some(0));
+    }
+
+    #[test]
+    fn constructors_and_getters() {
+        let t = Message::to_topic("news");
+        assert_eq!(t.target(), "/topics/news");
+        assert_eq!(t.topic(), Some("news"));
+        assert!(!t.is_condition());
+        assert_eq!(Message::to_topic("/topics/x").target(), "/topics/x");
+        let c = Message::to_condition("'a' in topics");
+        assert!(c.is_condition());
+        assert_eq!(c.target(), "'a' in topics");
+        assert_eq!(c.get_to(), None);
+        assert_eq!(c.get_condition(), Some("'a' in topics"));
+        assert_eq!(c.topic(), None);
+        for m in [
+            Message::to("a"),
+            Message::to_topic("b"),
+            Message::to_condition("c"),
+        ] {
+            assert!(!m.id().is_empty());
+            assert!(m.id().starts_with("fx-"));
+        }
+        let m = full();
+        assert_eq!(m.get_collapse_key(), Some("ck"));
+        assert_eq!(m.get_priority(), Some(Priority::High));
+        assert_eq!(m.get_content_available(), Some(true));
+        assert_eq!(m.get_mutable_content(), Some(false));
+        assert_eq!(m.get_time_to_live(), Some(600));
+        assert_eq!(m.get_delay_while_idle(), Some(false));
+        assert_eq!(m.get_delivery_receipt_requested(), Some(true));
+        assert_eq!(m.get_dry_run(), Some(true));
+        assert_eq!(m.data_value("a"), Some("1"));
+        assert_eq!(m.data_value("zz"), None);
+        assert_eq!(m.get_notification().unwrap().title.as_deref(), Some("T"));
+        assert_eq!(Priority::Normal.to_string(), "normal");
+    }
+
+    #[test]
+    fn data_keeps_insertion_order_and_replaces() {
+        let m = Message::to("T")
+            .data("z", "1")
+            .data("a", "2")
+            .data("m", "3")
+            .data("a", "4");
+        let keys: Vec<&str> = m.data_pairs().iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["z", "a", "m"]);
+        assert_eq!(m.data_value("a"), Some("4"));
+        assert!(m.to_json().contains(r#""data":{"z":"1","a":"4","m":"3"}"#));
+    }
+
+    #[test]
+    fn message_ids_are_unique() {
+        let n = 100_000;
+        let ids: HashSet<String> = (0..n).map(|_| next_message_id()).collect();
+        assert_eq!(ids.len(), n);
+        let id = next_message_id();
+        let parts: Vec<&str> = id.split('-').collect();
+        assert_eq!(parts.len(), 3, "{id}");
+        assert_eq!(parts[0], "fx");
+        assert_eq!(parts[1].len(), 16);
+        assert!(parts[1].chars().all(|c| c.is_ascii_hexdigit()));
+        assert!(parts[2].parse::<u64>().is_ok());
+    }
+
+    #[test]
+    fn message_ids_unique_across_threads() {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(|| (0..10_000).map(|_| next_message_id()).collect::<Vec<_>>())
+            })
+            .collect();
+        let mut all = HashSet::new();
+        for h in handles {
+            for id in h.join().unwrap() {
+                assert!(all.insert(id));
+            }
+        }
+        assert_eq!(all.len(), 40_000);
+    }
+
+    #[test]
+    fn recipient_rules() {
+        assert!(Message::to("token").validate().is_ok());
+        assert_eq!(field(Message::to("").validate()), "to");
+        let mut both = Message::to("a");
+        both.condition = Some("'a' in topics".into());
+        assert_eq!(field(both.validate()), "to");
+        let mut neither = Message::to("a");
+        neither.to = None;
+        assert_eq!(field(neither.validate()), "to");
+    }
+
+    #[test]
+    fn topic_name_rules() {
+        for ok in ["a", "news", "A-Z_a.z~0%9", "%20", "x".repeat(900).as_str()] {
+            assert!(Message::to_topic(ok).validate().is_ok(), "{ok}");
+        }
+        for bad in ["", "a b", "a/b", "né", "a+b", "a#", "a:b", "a\n"] {
+            let m = Message::to(format!("/topics/{bad}"));
+            assert_eq!(field(m.validate()), "to", "{bad:?}");
+        }
+        // Only the /topics/ prefix triggers the rule; tokens have ':' etc.
+        assert!(Message::to("APA91b:xy-z_").validate().is_ok());
+    }
+
+    #[test]
+    fn condition_rules() {
+        for ok in [
+            "'a' in topics",
+            "'a' in topics && 'b' in topics",
+            "'a' in topics && ('b' in topics || 'c' in topics)",
+        ] {
+            assert!(Message::to_condition(ok).validate().is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "   ",
+            "'a' in topics && 'b' in topics && 'c' in topics && 'd' in topics",
+            "'a' in topics || 'b' in topics || 'c' in topics || 'd' in topics",
+            "'a' in topics && 'b' in topics || 'c' in topics && 'd' in topics",
+        ] {
+            assert_eq!(
+                field(Message::to_condition(bad).validate()),
+                "condition",
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn message_id_rules() {
+        assert_eq!(
+            field(Message::to("T").message_id("").validate()),
+            "message_id"
+        );
+        assert!(Message::to("T").message_id("x").validate().is_ok());
+    }
+
+    #[test]
+    fn reserved_and_empty_data_keys() {
+        for bad in [
+            "from",
+            "message_type",
+            "google",
+            "google.x",
+            "gcm",
+            "gcm.notification",
+            "",
+        ] {
+            let m = Message::to("T").data(bad, "v");
+            assert_eq!(field(m.validate()), "data", "{bad:?}");
+        }
+        for ok in [
+            "From", "fromx", "xgoogle", "Google", "gc", "message", "type", "to",
+        ] {
+            assert!(Message::to("T").data(ok, "v").validate().is_ok(), "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn data_size_boundary() {
+        // key "k" (1 byte) + value: 4096 total is fine, 4097 is not.
+        let ok = Message::to("T").data("k", "v".repeat(4095));
+        assert!(ok.validate().is_ok());
+        let bad = Message::to("T").data("k", "v".repeat(4096));
+        assert_eq!(field(bad.validate()), "data");
+        // Keys count too, across pairs, in bytes (é is 2 bytes).
+        let split = Message::to("T")
+            .data("ab", "x".repeat(2046))
+            .data("cd", "y".repeat(2046));
+        assert!(split.validate().is_ok());
+        let over = split.clone().data("e", "");
+        assert_eq!(field(over.validate()), "data");
+        let multibyte = Message::to("T").data("k", "é".repeat(2048));
+        assert_eq!(field(multibyte.validate()), "data");
+        let just = Message::to("T").data("k", format!("{}{}", "é".repeat(2047), "x"));
+        assert!(just.validate().is_ok());
+    }
+
+    fn from_json_field(text: &str) -> (&'static str, String) {
+        let e = Message::from_json(text).expect_err(text);
+        (e.field, e.reason)
+    }
+
+    #[test]
+    fn from_json_accepts_a_normal_message() {
+        let m = Message::from_json(
+            " \n{\"to\":\"T\",\"message_id\":\"m-42\",\"time_to_live\":600,\"data\":{\"k\":\"a & b\"},\
+             \"unknown\":[1,{\"x\":null}],\"message_type\":\"whatever\"}\n ",
+        )
+        .unwrap();
+        assert_eq!(m.target(), "T");
+        assert_eq!(m.id(), "m-42");
+        assert_eq!(m.get_time_to_live(), Some(600));
+        assert_eq!(m.data_pairs(), &[("k".to_string(), "a & b".to_string())]);
+    }
+
+    #[test]
+    fn from_json_is_strict_about_types() {
+        let cases: &[(&str, &str)] = &[
+            (
+                r#"{"to":"T","message_id":"m","time_to_live":"600"}"#,
+                "time_to_live",
+            ),
+            (
+                r#"{"to":"T","message_id":"m","time_to_live":-1}"#,
+                "time_to_live",
+            ),
+            (
+                r#"{"to":"T","message_id":"m","time_to_live":1.5}"#,
+                "time_to_live",
+            ),
+            (
+                r#"{"to":"T","message_id":"m","time_to_live":2419201}"#,
+                "time_to_live",
+            ),
+            (
+                r#"{"to":"T","message_id":"m","time_to_live":99999999999999999999}"#,
+                "time_to_live",
+            ),
+            (
+                r#"{"to":"T","message_id":"m","delay_while_idle":"true"}"#,
+                "delay_while_idle",
+            ),
+            (
+                r#"{"to":"T","message_id":"m","content_available":1}"#,
+                "content_available",
+            ),
+            (
+                r#"{"to":"T","message_id":"m","mutable_content":"false"}"#,
+                "mutable_content",
+            ),
+            (
+                r#"{"to":"T","message_id":"m","delivery_receipt_requested":0}"#,
+                "delivery_receipt_requested",
+            ),
+            (r#"{"to":"T","message_id":"m","dry_run":"yes"}"#, "dry_run"),
+            (
+                r#"{"to":"T","message_id":"m","priority":"urgent"}"#,
+                "priority",
+            ),
+            (r#"{"to":"T","message_id":"m","priority":10}"#, "priority"),
+            (
+                r#"{"to":"T","message_id":"m","collapse_key":5}"#,
+                "collapse_key",
+            ),
+            (r#"{"to":5,"message_id":"m"}"#, "to"),
+            (r#"{"to":["a"],"message_id":"m"}"#, "to"),
+            (r#"{"message_id":"m"}"#, "to"),
+            (
+                r#"{"to":"a","condition":"'b' in topics","message_id":"m"}"#,
+                "to",
+            ),
+            (r#"{"condition":7,"message_id":"m"}"#, "condition"),
+            (r#"{"to":"T","message_id":42}"#, "message_id"),
+            (r#"{"to":"T","message_id":""}"#, "message_id"),
+            (r#"{"to":"T","message_id":"m","data":{"n":5}}"#, "data"),
+            (r#"{"to":"T","message_id":"m","data":{"b":true}}"#, "data"),
+            (r#"{"to":"T","message_id":"m","data":{"o":{}}}"#, "data"),
+            (r#"{"to":"T","message_id":"m","data":{"z":null}}"#, "data"),
+            (r#"{"to":"T","message_id":"m","data":"k=v"}"#, "data"),
+            (r#"{"to":"T","message_id":"m","data":{"from":"x"}}"#, "data"),
+            (
+                r#"{"to":"T","message_id":"m","data":{"gcm.x":"x"}}"#,
+                "data",
+            ),
+            (
+                r#"{"to":"T","message_id":"m","notification":"hi"}"#,
+                "notification",
+            ),
+            (
+                r#"{"to":"T","message_id":"m","notification":{"title":1}}"#,
+                "title",
+            ),
+            (
+                r#"{"to":"T","message_id":"m","notification":{"body_loc_args":"[]"}}"#,
+                "body_loc_args",
+            ),
+            (
+                r#"{"to":"T","message_id":"m","notification":{"title_loc_args":[1]}}"#,
+                "title_loc_args",
+            ),
+            (r#"{"to":"/topics/a b","message_id":"m"}"#, "to"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(from_json_field(text).0, *want, "{text}");
+        }
+        let (f, reason) = from_json_field(r#"{"to":"T","message_id":"m","time_to_live":"600"}"#);
+        assert_eq!(f, "time_to_live");
+        assert!(reason.contains("string"), "{reason}");
+    }
+
+    #[test]
+    fn from_json_missing_message_id_reason_is_exactly_missing() {
+        for text in [r#"{"to":"T"}"#, r#"{"to":"T","message_id":null}"#, r#"{}"#] {
+            assert_eq!(
+                from_json_field(text),
+                ("message_id", "missing".to_string()),
+                "{text}"
+            );
+        }
+        // Other message_id problems are not "missing".
+        assert_ne!(from_json_field(r#"{"to":"T","message_id":1}"#).1, "missing");
+    }
+
+    #[test]
+    fn from_json_refuses_non_objects_and_garbage() {
+        let huge = format!(
+            "{{\"to\":\"T\",\"message_id\":\"m\",\"time_to_live\":{}}}",
+            "9".repeat(10_000)
+        );
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        for text in [
+            "",
+            "   ",
+            "[]",
+            "[{\"to\":\"T\",\"message_id\":\"m\"}]",
+            "\"str\"",
+            "null",
+            "{",
+            "{\"to\":\"T\",}",
+            "not json",
+            "{\"time_to_live\":1e999999}",
+            huge.as_str(),
+            deep.as_str(),
+            "{\"to\":\"\\ud800\",\"message_id\":\"m\"}",
+        ] {
+            assert_eq!(from_json_field(text).0, "json", "{:.40}", text);
+        }
+        // Deep nesting inside an ignored field is fine.
+        let deep_field = format!(
+            "{{\"to\":\"T\",\"message_id\":\"m\",\"x\":{}{}}}",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert!(Message::from_json(&deep_field).is_ok());
+    }
+
+    #[test]
+    fn from_json_value_lets_caller_look_first() {
+        let obj =
+            json::parse_object(r#"{"to":"T","message_id":"m","message_type":"ack"}"#).unwrap();
+        assert!(matches!(obj.get("message_type"), Some(Value::String(s)) if s == "ack"));
+        let m = Message::from_json_value(&obj).unwrap();
+        assert_eq!(m.id(), "m");
+    }
+
+    #[test]
+    fn from_json_accepts_nulls_as_absent_and_integral_floats() {
+        let m = Message::from_json(
+            r#"{"to":"T","message_id":"m","collapse_key":null,"time_to_live":6e2}"#,
+        )
+        .unwrap();
+        assert_eq!(m.get_collapse_key(), None);
+        assert_eq!(m.get_time_to_live(), Some(600));
     }
 }

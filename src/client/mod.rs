@@ -1,0 +1,638 @@
+//! The worker client: connection threads that ack on receive, keep each window
+//! at most `max_pending`, retry, fail over on draining, reconnect and resend.
+//!
+//! Every message [`Client::send`] accepts ends in exactly one final outcome:
+//! a [`ClientEvent::Delivered`], [`ClientEvent::Rejected`] or
+//! [`ClientEvent::Returned`] event, or a place in the list
+//! [`Client::shutdown`] returns. Nothing vanishes.
+
+mod backoff;
+mod shared;
+mod worker;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+pub use backoff::Backoff;
+
+use crate::config::Config;
+use crate::error::{Error, InvalidMessage, Result};
+use crate::event::{Ack, Event, Nack, NackCode, Receipt, StanzaError, Upstream};
+use crate::message::Message;
+use shared::Shared;
+
+/// How upstream messages and receipts are acked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckMode {
+    /// Ack as soon as the event is parsed (at-most-once processing).
+    Auto,
+    /// The application acks with [`Client::ack`] after it handled the event
+    /// (at-least-once processing). Events carry an [`AckHandle`].
+    Manual,
+}
+
+/// Settings of the worker [`Client`], around the per-connection [`Config`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// Endpoint, credentials, timeouts, window size of each connection.
+    pub connection: Config,
+    /// How many connections share the queue (each with its own window). Default 1.
+    pub connections: usize,
+    /// Messages waiting for a window slot before `send` blocks. Default 10,000.
+    pub queue_capacity: usize,
+    /// How upstream messages and receipts are acked. Default [`AckMode::Auto`].
+    pub ack_mode: AckMode,
+    /// Drop upstream messages and receipts whose `(from, message_id)` was seen
+    /// among the last this-many (0 = off, the default).
+    pub dedup_window: usize,
+    /// Backoff for SERVICE_UNAVAILABLE / INTERNAL_SERVER_ERROR retries. Default 1 s .. 60 s.
+    pub retry_backoff: Backoff,
+    /// Retries after which a message is returned. Default 8.
+    pub max_retries: u32,
+    /// Backoff between failed connection attempts. Default 1 s .. 60 s.
+    pub reconnect_backoff: Backoff,
+    /// `None` (default): a rate-exceeded NACK is a final rejection. `Some(d)`:
+    /// retry that message after `d` (counting against `max_retries`).
+    pub rate_limited_retry: Option<Duration>,
+    /// How long an I/O thread with nothing to write blocks in one read; the
+    /// most latency a newly queued message can wait. Default 2 ms.
+    pub poll_interval: Duration,
+    /// How long [`Client::send`] waits for queue space. Default 30 s.
+    pub send_timeout: Duration,
+    /// A draining connection the server never closes is closed after this
+    /// and its pending messages resent. Default 5 min.
+    pub drain_timeout: Duration,
+    /// Unread events after which the client stops reading from the network
+    /// until the application catches up. Default 100,000.
+    pub max_unread_events: usize,
+    /// How long dropping the last handle waits for pending messages. Default 10 s.
+    pub drop_timeout: Duration,
+}
+
+impl ClientConfig {
+    /// Defaults around `connection`.
+    pub fn new(connection: Config) -> Self {
+        ClientConfig {
+            connection,
+            connections: 1,
+            queue_capacity: 10_000,
+            ack_mode: AckMode::Auto,
+            dedup_window: 0,
+            retry_backoff: Backoff::default(),
+            max_retries: 8,
+            reconnect_backoff: Backoff::default(),
+            rate_limited_retry: None,
+            poll_interval: Duration::from_millis(2),
+            send_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(300),
+            max_unread_events: 100_000,
+            drop_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Sets [`ClientConfig::connections`].
+    pub fn connections(mut self, n: usize) -> Self {
+        self.connections = n;
+        self
+    }
+    /// Sets [`ClientConfig::queue_capacity`].
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.queue_capacity = n;
+        self
+    }
+    /// Sets [`ClientConfig::ack_mode`].
+    pub fn ack_mode(mut self, mode: AckMode) -> Self {
+        self.ack_mode = mode;
+        self
+    }
+    /// Sets [`ClientConfig::dedup_window`].
+    pub fn dedup_window(mut self, n: usize) -> Self {
+        self.dedup_window = n;
+        self
+    }
+    /// Sets [`ClientConfig::retry_backoff`].
+    pub fn retry_backoff(mut self, b: Backoff) -> Self {
+        self.retry_backoff = b;
+        self
+    }
+    /// Sets [`ClientConfig::max_retries`].
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.max_retries = n;
+        self
+    }
+    /// Sets [`ClientConfig::reconnect_backoff`].
+    pub fn reconnect_backoff(mut self, b: Backoff) -> Self {
+        self.reconnect_backoff = b;
+        self
+    }
+    /// Sets [`ClientConfig::rate_limited_retry`].
+    pub fn rate_limited_retry(mut self, d: Option<Duration>) -> Self {
+        self.rate_limited_retry = d;
+        self
+    }
+    /// Sets [`ClientConfig::poll_interval`].
+    pub fn poll_interval(mut self, d: Duration) -> Self {
+        self.poll_interval = d;
+        self
+    }
+    /// Sets [`ClientConfig::send_timeout`].
+    pub fn send_timeout(mut self, d: Duration) -> Self {
+        self.send_timeout = d;
+        self
+    }
+    /// Sets [`ClientConfig::drain_timeout`].
+    pub fn drain_timeout(mut self, d: Duration) -> Self {
+        self.drain_timeout = d;
+        self
+    }
+    /// Sets [`ClientConfig::max_unread_events`].
+    pub fn max_unread_events(mut self, n: usize) -> Self {
+        self.max_unread_events = n;
+        self
+    }
+    /// Sets [`ClientConfig::drop_timeout`].
+    pub fn drop_timeout(mut self, d: Duration) -> Self {
+        self.drop_timeout = d;
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        self.connection.validate()?;
+        let bad = |field: &'static str, reason: &str| {
+            Err(Error::InvalidConfig {
+                field,
+                reason: reason.into(),
+            })
+        };
+        if !(1..=64).contains(&self.connections) {
+            return bad("connections", "must be 1..=64");
+        }
+        if self.queue_capacity == 0 {
+            return bad("queue_capacity", "must be at least 1");
+        }
+        if self.poll_interval.is_zero() || self.poll_interval > Duration::from_secs(1) {
+            return bad("poll_interval", "must be in (0, 1 s]");
+        }
+        if self.max_unread_events == 0 {
+            return bad("max_unread_events", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Why a message was refused for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// A NACK whose code must not be retried (or a rate limit, by default).
+    Nack(Nack),
+    /// A stanza error (e.g. 400 bad-request).
+    StanzaError(StanzaError),
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rejection::Nack(n) => f.write_str(n.code.as_str()),
+            Rejection::StanzaError(e) => write!(f, "stanza error {}", e.condition),
+        }
+    }
+}
+
+/// Why a message is handed back unsent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReturnReason {
+    /// Retried `max_retries` times; the last NACK code.
+    RetriesExhausted(NackCode),
+    /// The client stopped for good (authentication refused, bad config): the
+    /// error text.
+    Fatal(String),
+    /// The last handle was dropped before the message got an outcome.
+    ClientDropped,
+}
+
+impl fmt::Display for ReturnReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReturnReason::RetriesExhausted(code) => write!(f, "retries exhausted ({code})"),
+            ReturnReason::Fatal(e) => write!(f, "client stopped: {e}"),
+            ReturnReason::ClientDropped => f.write_str("client dropped"),
+        }
+    }
+}
+
+/// Where to send a manual ack: the connection the event arrived on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckHandle {
+    pub(crate) conn_id: u64,
+    pub(crate) to: String,
+    pub(crate) message_id: String,
+    pub(crate) from: String,
+}
+
+impl AckHandle {
+    /// The id of the message this handle acks.
+    pub fn message_id(&self) -> &str {
+        &self.message_id
+    }
+}
+
+/// What the worker reports to the application.
+#[derive(Debug)]
+#[non_exhaustive]
+#[allow(clippy::large_enum_variant)] // outcomes hand the message back without a Box allocation
+pub enum ClientEvent {
+    /// Final: CCS acked the message.
+    Delivered {
+        /// The message.
+        message: Message,
+        /// The ACK (with a canonical `registration_id` to store, if any).
+        ack: Ack,
+    },
+    /// Final: CCS refused the message and it must not be retried.
+    Rejected {
+        /// The message.
+        message: Message,
+        /// The NACK or stanza error.
+        reason: Rejection,
+    },
+    /// Final: the message is handed back unsent.
+    Returned {
+        /// The message.
+        message: Message,
+        /// Why.
+        reason: ReturnReason,
+    },
+    /// An upstream message from a device. In manual ack mode, ack it with
+    /// [`Client::ack`] once handled.
+    Upstream {
+        /// The message.
+        upstream: Upstream,
+        /// The ack handle (manual mode only).
+        ack: Option<AckHandle>,
+    },
+    /// A delivery receipt. In manual ack mode, ack it with [`Client::ack`].
+    Receipt {
+        /// The receipt.
+        receipt: Receipt,
+        /// The ack handle (manual mode only).
+        ack: Option<AckHandle>,
+    },
+    /// A connection is established and authenticated.
+    Connected {
+        /// Which pool slot.
+        slot: usize,
+        /// The bound JID.
+        jid: String,
+    },
+    /// A connection is draining: no new messages go to it; a replacement is opening.
+    Draining {
+        /// Which pool slot.
+        slot: usize,
+        /// The draining connection's JID.
+        jid: String,
+    },
+    /// A connection closed (dropped, or a draining one finished); its
+    /// pending messages are being resent.
+    Lost {
+        /// Which pool slot.
+        slot: usize,
+        /// The connection's JID.
+        jid: String,
+        /// What ended it.
+        error: String,
+        /// How many pending messages go to be resent.
+        resent: usize,
+    },
+    /// A connection attempt failed; the next one is after `delay`.
+    Reconnecting {
+        /// Which pool slot.
+        slot: usize,
+        /// Consecutive failed attempts.
+        attempt: u32,
+        /// Wait before the next attempt.
+        delay: Duration,
+        /// Why the attempt failed.
+        error: String,
+    },
+    /// The client stopped for good (authentication refused, certificate
+    /// refused, bad config). Reported once; queued messages are returned.
+    Fatal {
+        /// The error.
+        error: Error,
+    },
+    /// Any other event from the server (unknown control or message types).
+    Other(Event),
+}
+
+impl ClientEvent {
+    /// True for the three final outcomes of a message.
+    pub fn is_outcome(&self) -> bool {
+        matches!(
+            self,
+            ClientEvent::Delivered { .. }
+                | ClientEvent::Rejected { .. }
+                | ClientEvent::Returned { .. }
+        )
+    }
+
+    /// The message of an outcome event.
+    pub fn message(&self) -> Option<&Message> {
+        match self {
+            ClientEvent::Delivered { message, .. }
+            | ClientEvent::Rejected { message, .. }
+            | ClientEvent::Returned { message, .. } => Some(message),
+            _ => None,
+        }
+    }
+}
+
+/// A snapshot of the client's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Metrics {
+    /// Messages accepted by `send`/`try_send`.
+    pub accepted: u64,
+    /// Stanzas written (first sends, retries and resends).
+    pub sent: u64,
+    /// Final: delivered.
+    pub acked: u64,
+    /// NACKs received, by code (retried ones included).
+    pub nacked: BTreeMap<String, u64>,
+    /// Final: rejected.
+    pub rejected: u64,
+    /// Final: returned by the worker (not counting `shutdown`'s list).
+    pub returned: u64,
+    /// Retries scheduled after a NACK.
+    pub retried: u64,
+    /// Messages resent after a connection was lost or drained.
+    pub resent: u64,
+    /// Connections established after the first.
+    pub reconnects: u64,
+    /// Upstream messages received (after dedup).
+    pub upstream: u64,
+    /// Receipts received (after dedup).
+    pub receipts: u64,
+    /// Upstream messages and receipts dropped as duplicates.
+    pub duplicates: u64,
+    /// Messages sent and waiting for ack/nack, all connections.
+    pub pending: u64,
+    /// Messages waiting for a window slot (incl. scheduled retries).
+    pub queued: u64,
+}
+
+/// Why `send` gave the message back.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SendErrorKind {
+    /// The message is invalid; fix it.
+    Invalid(InvalidMessage),
+    /// The queue stayed full for the whole timeout (or, for `try_send`, is full now).
+    Full,
+    /// The client is shut down or stopped for good.
+    Closed,
+}
+
+/// A refused `send`: why, and the message itself.
+#[derive(Debug)]
+pub struct SendError {
+    /// Why.
+    pub kind: SendErrorKind,
+    /// The message, handed back.
+    pub message: Box<Message>,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            SendErrorKind::Invalid(e) => e.fmt(f),
+            SendErrorKind::Full => f.write_str("client queue is full: try again later"),
+            SendErrorKind::Closed => f.write_str("client is shut down"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// The application's end of the event stream. Iterating blocks for the next
+/// event and ends once the client has stopped and every event was read.
+#[derive(Debug)]
+pub struct Events {
+    rx: Receiver<Vec<ClientEvent>>,
+    buf: VecDeque<ClientEvent>,
+    shared: Arc<Shared>,
+}
+
+impl Events {
+    fn take(&mut self) -> Option<ClientEvent> {
+        let e = self.buf.pop_front()?;
+        self.shared.unread.fetch_sub(1, Ordering::Relaxed);
+        Some(e)
+    }
+
+    /// Blocks for the next event; `None` once the client stopped and all were read.
+    pub fn recv(&mut self) -> Option<ClientEvent> {
+        if self.buf.is_empty() {
+            let batch = self.rx.recv().ok()?;
+            self.buf.extend(batch);
+        }
+        self.take()
+    }
+
+    /// Waits at most `timeout` for the next event.
+    ///
+    /// # Errors
+    /// `Timeout` when none arrived; `Disconnected` when the client stopped and all were read.
+    pub fn recv_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> std::result::Result<ClientEvent, RecvTimeoutError> {
+        if self.buf.is_empty() {
+            let batch = self.rx.recv_timeout(timeout)?;
+            self.buf.extend(batch);
+        }
+        self.take().ok_or(RecvTimeoutError::Timeout)
+    }
+
+    /// The next event if one is ready.
+    ///
+    /// # Errors
+    /// `Empty` or `Disconnected`.
+    pub fn try_recv(&mut self) -> std::result::Result<ClientEvent, TryRecvError> {
+        if self.buf.is_empty() {
+            let batch = self.rx.try_recv()?;
+            self.buf.extend(batch);
+        }
+        self.take().ok_or(TryRecvError::Empty)
+    }
+}
+
+impl Iterator for Events {
+    type Item = ClientEvent;
+    fn next(&mut self) -> Option<ClientEvent> {
+        self.recv()
+    }
+}
+
+/// A cheap, cloneable, `Send` handle to the worker threads.
+///
+/// ```
+/// # #[cfg(feature = "emulator")] {
+/// use fcm_xmpp::client::{Client, ClientConfig, ClientEvent};
+/// use fcm_xmpp::Message;
+/// use std::time::Duration;
+/// let emulator = fcm_xmpp::Emulator::start("123456789012", "key").unwrap();
+/// let (client, mut events) = Client::start(ClientConfig::new(emulator.client_config())).unwrap();
+/// client.send(Message::to("device-token").data("k", "v")).unwrap();
+/// loop {
+///     match events.recv_timeout(Duration::from_secs(10)).unwrap() {
+///         ClientEvent::Delivered { .. } => break,
+///         other => println!("{other:?}"),
+///     }
+/// }
+/// assert!(client.shutdown(Duration::from_secs(5)).is_empty());
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("metrics", &self.metrics())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Client {
+    /// Starts the worker threads (one per connection) and returns the handle
+    /// and the event stream. Connections are opened in the background; watch
+    /// for [`ClientEvent::Connected`] or [`ClientEvent::Fatal`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`]; [`Error::Io`] if a thread cannot be spawned.
+    pub fn start(config: ClientConfig) -> Result<(Client, Events)> {
+        config.validate()?;
+        let (tx, rx) = mpsc::channel();
+        let shared = Arc::new(Shared::new(config, tx));
+        let mut threads = Vec::new();
+        for slot in 0..shared.cfg.connections {
+            let s = Arc::clone(&shared);
+            let h = thread::Builder::new()
+                .name(format!("fcm-xmpp-conn-{slot}"))
+                .spawn(move || worker::run_slot(s, slot))?;
+            threads.push(h);
+        }
+        let events = Events {
+            rx,
+            buf: VecDeque::new(),
+            shared: Arc::clone(&shared),
+        };
+        let client = Client {
+            inner: Arc::new(Inner {
+                shared,
+                threads: Mutex::new(threads),
+            }),
+        };
+        Ok((client, events))
+    }
+
+    /// Queues a message, waiting up to `send_timeout` for queue space; returns its id.
+    ///
+    /// # Errors
+    /// [`SendError`] with the message handed back: invalid, queue full, or closed.
+    pub fn send(&self, message: Message) -> std::result::Result<String, SendError> {
+        let t = self.inner.shared.cfg.send_timeout;
+        self.send_timeout(message, t)
+    }
+
+    /// Queues a message, waiting up to `timeout` for queue space.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub fn send_timeout(
+        &self,
+        message: Message,
+        timeout: Duration,
+    ) -> std::result::Result<String, SendError> {
+        self.inner
+            .shared
+            .submit(message, Some(Instant::now() + timeout))
+    }
+
+    /// Queues a message only if there is room now; never blocks.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub fn try_send(&self, message: Message) -> std::result::Result<String, SendError> {
+        self.inner.shared.submit(message, None)
+    }
+
+    /// Acks an upstream message or receipt (manual ack mode) on the
+    /// connection it arrived on.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] when that connection is gone: CCS will deliver the
+    /// message again on another connection.
+    pub fn ack(&self, handle: &AckHandle) -> Result<()> {
+        self.inner.shared.manual_ack(handle)
+    }
+
+    /// A snapshot of the counters.
+    pub fn metrics(&self) -> Metrics {
+        self.inner.shared.metrics()
+    }
+
+    /// Stops accepting messages, waits until every pending and queued message
+    /// has an outcome or `timeout` passed, closes every stream cleanly and
+    /// returns the messages that never got an outcome, in the order they were
+    /// sent. Applies to every clone of this handle.
+    pub fn shutdown(self, timeout: Duration) -> Vec<Message> {
+        let left = self.inner.shutdown(timeout);
+        self.inner.shared.close_events();
+        left
+    }
+}
+
+impl Inner {
+    fn shutdown(&self, timeout: Duration) -> Vec<Message> {
+        self.shared.begin_shutdown(Instant::now() + timeout);
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+        self.shared.join_drainers();
+        self.shared.take_leftovers()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if self.shared.is_shut_down() {
+            return;
+        }
+        let left = self.shutdown(self.shared.cfg.drop_timeout);
+        if !left.is_empty() {
+            log::warn!(
+                "client dropped without shutdown: {} messages returned as events",
+                left.len()
+            );
+            self.shared.emit_returned(left, ReturnReason::ClientDropped);
+        }
+        self.shared.close_events();
+    }
+}

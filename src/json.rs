@@ -1,0 +1,467 @@
+//! Small JSON helpers shared by the CCS model: an escaping string writer, an
+//! integer writer, a panic-free parse entry point and typed field readers for
+//! `miniserde::json::Object`.
+//!
+//! Parsing goes through `miniserde::json::from_str::<Value>`, which is
+//! iterative (no recursion on nesting depth, non-recursive drop), refuses
+//! numbers that overflow `f64` (`1e999999`, a 10,000-digit integer) instead of
+//! producing infinity, and refuses lone or reversed UTF-16 surrogate escapes.
+//! Our tests below pin that behaviour. Do not `Clone` or `Debug`-format a
+//! parsed `Value`: those impls are recursive and a hostile depth would overflow
+//! the stack. `miniserde::json::to_string` is iterative and safe.
+
+use std::fmt;
+
+use miniserde::json::{Number, Object, Value};
+
+/// Appends `s` as a JSON string literal (with quotes) to `out`.
+///
+/// Escapes `"` and `\` and every control character (U+0000..U+001F): the
+/// short forms `\b \f \n \r \t`, the rest as `\u00XX`. Everything else,
+/// non-ASCII included, is copied through as UTF-8. Unescaped runs are copied
+/// with a single `push_str`.
+pub(crate) fn write_str(s: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(s.len() + 2);
+    out.push('"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let short = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        // `i` is at an ASCII byte, hence on a char boundary.
+        out.push_str(&s[start..i]);
+        if short.is_empty() {
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        } else {
+            out.push_str(short);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+/// Appends the decimal digits of `n` to `out` (no allocation beyond `out`).
+pub(crate) fn write_u64(mut n: u64, out: &mut String) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        // `n % 10` is below 10, so the cast cannot truncate.
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &buf[i..] {
+        out.push(char::from(d));
+    }
+}
+
+/// Appends `"key":` (escaped key, then a colon), preceded by a comma unless
+/// `*first`; clears `*first`.
+pub(crate) fn write_key(key: &str, first: &mut bool, out: &mut String) {
+    if !*first {
+        out.push(',');
+    }
+    *first = false;
+    write_str(key, out);
+    out.push(':');
+}
+
+/// Why a text could not be taken as a JSON object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ParseError {
+    /// Not well-formed JSON (or a number out of `f64` range, a bad escape...).
+    Invalid,
+    /// Well-formed JSON, but not an object; names what it was.
+    NotObject(&'static str),
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseError::Invalid => f.write_str("not valid JSON"),
+            ParseError::NotObject(kind) => write!(f, "a JSON {kind}, not an object"),
+        }
+    }
+}
+
+/// Parses `text` (surrounding whitespace ignored) as a JSON value. Never panics.
+pub(crate) fn parse(text: &str) -> Result<Value, ParseError> {
+    miniserde::json::from_str::<Value>(text.trim()).map_err(|_| ParseError::Invalid)
+}
+
+/// Parses `text` (surrounding whitespace ignored) as a JSON object.
+pub(crate) fn parse_object(text: &str) -> Result<Object, ParseError> {
+    match parse(text)? {
+        Value::Object(obj) => Ok(obj),
+        other => Err(ParseError::NotObject(kind(&other))),
+    }
+}
+
+/// The JSON type name of `v`, for error messages.
+pub(crate) fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// `v` as compact JSON text (iterative; safe on deep nesting).
+pub(crate) fn to_text(v: &Value) -> String {
+    miniserde::json::to_string(v)
+}
+
+/// A field that is missing or of the wrong JSON type or range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FieldError {
+    /// The JSON field name.
+    pub(crate) field: &'static str,
+    /// What is wrong with it.
+    pub(crate) reason: String,
+}
+
+impl FieldError {
+    pub(crate) fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        FieldError {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    /// The field is absent (or `null`); the reason is exactly `missing`.
+    pub(crate) fn missing(field: &'static str) -> Self {
+        FieldError::new(field, "missing")
+    }
+
+    fn wrong_type(field: &'static str, expected: &str, got: &Value) -> Self {
+        FieldError::new(field, format!("must be {expected}, got {}", kind(got)))
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "field `{}`: {}", self.field, self.reason)
+    }
+}
+
+/// `obj[field]`, with JSON `null` treated as absent.
+fn present<'a>(obj: &'a Object, field: &str) -> Option<&'a Value> {
+    match obj.get(field) {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v),
+    }
+}
+
+/// An optional string field.
+pub(crate) fn opt_str<'a>(
+    obj: &'a Object,
+    field: &'static str,
+) -> Result<Option<&'a str>, FieldError> {
+    match present(obj, field) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(FieldError::wrong_type(field, "a string", other)),
+    }
+}
+
+/// A required string field (`missing` when absent or `null`).
+pub(crate) fn req_str<'a>(obj: &'a Object, field: &'static str) -> Result<&'a str, FieldError> {
+    opt_str(obj, field)?.ok_or_else(|| FieldError::missing(field))
+}
+
+/// An optional boolean field (a JSON boolean, not the string `"true"`).
+pub(crate) fn opt_bool(obj: &Object, field: &'static str) -> Result<Option<bool>, FieldError> {
+    match present(obj, field) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(FieldError::wrong_type(field, "a boolean", other)),
+    }
+}
+
+/// 2^64 as an `f64` (exactly representable).
+const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
+
+/// An optional non-negative integer field in `0..=max`.
+///
+/// Accepts a JSON number without a fractional part (`600`, also `6e2` and
+/// `600.0`, which JSON does not distinguish); refuses strings (`"600"`),
+/// negatives, fractions and values above `max`.
+pub(crate) fn opt_u64(
+    obj: &Object,
+    field: &'static str,
+    max: u64,
+) -> Result<Option<u64>, FieldError> {
+    let range = || FieldError::new(field, format!("must be an integer between 0 and {max}"));
+    match present(obj, field) {
+        None => Ok(None),
+        Some(Value::Number(n)) => match *n {
+            Number::U64(v) if v <= max => Ok(Some(v)),
+            // Integral and below 2^64, so the cast is exact; then range-check
+            // as an integer (comparing against `max as f64` would round).
+            Number::F64(f) if f >= 0.0 && f.fract() == 0.0 && f < TWO_POW_64 && f as u64 <= max => {
+                Ok(Some(f as u64))
+            }
+            _ => Err(range()),
+        },
+        Some(other) => Err(FieldError::wrong_type(field, "a number", other)),
+    }
+}
+
+/// An optional object field.
+pub(crate) fn opt_object<'a>(
+    obj: &'a Object,
+    field: &'static str,
+) -> Result<Option<&'a Object>, FieldError> {
+    match present(obj, field) {
+        None => Ok(None),
+        Some(Value::Object(o)) => Ok(Some(o)),
+        Some(other) => Err(FieldError::wrong_type(field, "an object", other)),
+    }
+}
+
+/// An optional array-of-strings field.
+pub(crate) fn opt_str_array(
+    obj: &Object,
+    field: &'static str,
+) -> Result<Option<Vec<String>>, FieldError> {
+    match present(obj, field) {
+        None => Ok(None),
+        Some(Value::Array(items)) => {
+            let mut out = Vec::with_capacity(items.len());
+            for item in items.iter() {
+                match item {
+                    Value::String(s) => out.push(s.clone()),
+                    other => {
+                        return Err(FieldError::new(
+                            field,
+                            format!("must be an array of strings, found a {}", kind(other)),
+                        ))
+                    }
+                }
+            }
+            Ok(Some(out))
+        }
+        Some(other) => Err(FieldError::wrong_type(field, "an array of strings", other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(s: &str) -> String {
+        let mut out = String::new();
+        write_str(s, &mut out);
+        out
+    }
+
+    fn obj(text: &str) -> Object {
+        parse_object(text).expect("test fixture is an object")
+    }
+
+    #[test]
+    fn write_str_escapes() {
+        assert_eq!(w(""), r#""""#);
+        assert_eq!(w("plain"), r#""plain""#);
+        assert_eq!(w(r#"a"b\c"#), r#""a\"b\\c""#);
+        assert_eq!(w("\n\r\t\u{8}\u{c}"), r#""\n\r\t\b\f""#);
+        assert_eq!(w("\u{0}\u{1}\u{1f}"), r#""\u0000\u0001\u001f""#);
+        assert_eq!(w("x\u{1b}y"), r#""x\u001by""#);
+        // Non-ASCII passes through; `/`, `<`, `&` and DEL are not escaped.
+        assert_eq!(w("é€😀/<&\u{7f}"), "\"é€😀/<&\u{7f}\"");
+    }
+
+    #[test]
+    fn write_str_round_trips_every_control_char() {
+        let mut s = String::new();
+        for c in 0u32..0x80 {
+            s.push(char::from_u32(c).unwrap());
+        }
+        s.push_str("héllo\u{2028}😀\"\\");
+        let text = w(&s);
+        assert!(
+            !text.bytes().any(|b| b < 0x20),
+            "raw control char in {text:?}"
+        );
+        let back: String = miniserde::json::from_str(&text).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn write_str_appends() {
+        let mut out = String::from("{");
+        write_str("k", &mut out);
+        out.push(':');
+        write_str("v", &mut out);
+        assert_eq!(out, r#"{"k":"v""#);
+    }
+
+    #[test]
+    fn write_u64_digits() {
+        for n in [0, 1, 9, 10, 600, 2_419_200, u64::from(u32::MAX), u64::MAX] {
+            let mut out = String::from("x");
+            write_u64(n, &mut out);
+            assert_eq!(out, format!("x{n}"));
+        }
+    }
+
+    #[test]
+    fn parse_trims_whitespace() {
+        assert!(parse_object("\n  {\"a\":1}\r\n\t ").is_ok());
+        assert_eq!(parse_object("").err(), Some(ParseError::Invalid));
+        assert_eq!(parse_object("   ").err(), Some(ParseError::Invalid));
+    }
+
+    #[test]
+    fn parse_refuses_garbage_and_non_objects() {
+        for bad in [
+            "{",
+            "}",
+            "{\"a\"}",
+            "{\"a\":}",
+            "{'a':1}",
+            "{\"a\":1,}",
+            "{} {}",
+            "nul",
+        ] {
+            assert_eq!(parse_object(bad).err(), Some(ParseError::Invalid), "{bad}");
+        }
+        assert_eq!(
+            parse_object("[1,2]").err(),
+            Some(ParseError::NotObject("array"))
+        );
+        assert_eq!(
+            parse_object("\"s\"").err(),
+            Some(ParseError::NotObject("string"))
+        );
+        assert_eq!(
+            parse_object("12").err(),
+            Some(ParseError::NotObject("number"))
+        );
+        assert_eq!(
+            parse_object("null").err(),
+            Some(ParseError::NotObject("null"))
+        );
+        assert_eq!(
+            parse_object("true").err(),
+            Some(ParseError::NotObject("boolean"))
+        );
+    }
+
+    #[test]
+    fn huge_numbers_are_errors_not_panics_or_infinity() {
+        assert_eq!(parse("1e999999").err(), Some(ParseError::Invalid));
+        assert!(parse("-1e999999").is_err());
+        assert!(parse("1e99999999999999999999").is_err());
+        let long = "9".repeat(10_000);
+        assert!(parse(&long).is_err());
+        assert!(parse(&format!("{{\"ttl\":{long}}}")).is_err());
+        // Tiny magnitudes underflow to zero rather than failing.
+        assert!(matches!(parse("1e-999999"), Ok(Value::Number(Number::F64(f))) if f == 0.0));
+        // u64 overflow falls back to a float; our integer reader refuses it.
+        let o = obj("{\"n\":18446744073709551616}");
+        assert!(opt_u64(&o, "n", u64::MAX).is_err());
+    }
+
+    #[test]
+    fn deep_nesting_is_fine() {
+        let depth = 200_000;
+        let text = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        assert!(matches!(
+            parse_object(&text),
+            Err(ParseError::NotObject("array"))
+        ));
+        let text = format!("{{\"a\":{}{}}}", "[".repeat(depth), "]".repeat(depth));
+        let o = parse_object(&text).unwrap();
+        // Serialising it back is iterative too.
+        assert_eq!(to_text(o.get("a").unwrap()).len(), 2 * depth);
+        let unbalanced = "[".repeat(depth);
+        assert!(parse(&unbalanced).is_err());
+        let text = "{\"a\":".repeat(depth);
+        assert!(parse(&text).is_err());
+    }
+
+    #[test]
+    fn bad_escapes_are_errors() {
+        for bad in [
+            r#""\ud800""#,
+            r#""\udc00""#,
+            r#""\ud800\u0041""#,
+            r#""\ud800x""#,
+            r#""\x41""#,
+            r#""\u12""#,
+            r#""\u12G4""#,
+            "\"a\u{1}b\"",
+            "\"unterminated",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        assert!(matches!(parse(r#""\ud83d\ude00""#), Ok(Value::String(s)) if s == "😀"));
+    }
+
+    #[test]
+    fn field_readers() {
+        let o = obj(
+            r#"{"s":"x","n":600,"f":6e2,"frac":1.5,"neg":-1,"b":true,"bs":"true",
+               "ns":"600","nul":null,"o":{},"a":["x","y"],"am":["x",1]}"#,
+        );
+        assert_eq!(opt_str(&o, "s"), Ok(Some("x")));
+        assert_eq!(opt_str(&o, "absent"), Ok(None));
+        assert_eq!(opt_str(&o, "nul"), Ok(None));
+        assert_eq!(opt_str(&o, "n").unwrap_err().field, "n");
+        assert_eq!(req_str(&o, "s"), Ok("x"));
+        assert_eq!(req_str(&o, "nul"), Err(FieldError::missing("nul")));
+        assert_eq!(req_str(&o, "absent").unwrap_err().reason, "missing");
+        assert_eq!(opt_bool(&o, "b"), Ok(Some(true)));
+        let e = opt_bool(&o, "bs").unwrap_err();
+        assert_eq!(
+            (e.field, e.reason.as_str()),
+            ("bs", "must be a boolean, got string")
+        );
+        assert_eq!(opt_u64(&o, "n", 2_419_200), Ok(Some(600)));
+        assert_eq!(opt_u64(&o, "f", 2_419_200), Ok(Some(600)));
+        assert_eq!(opt_u64(&o, "n", 599).unwrap_err().field, "n");
+        assert!(opt_u64(&o, "frac", 10).is_err());
+        assert!(opt_u64(&o, "neg", 10).is_err());
+        let e = opt_u64(&o, "ns", 10_000).unwrap_err();
+        assert_eq!(e.reason, "must be a number, got string");
+        assert_eq!(opt_u64(&o, "nul", 1), Ok(None));
+        assert!(opt_object(&o, "o").unwrap().is_some());
+        assert!(opt_object(&o, "a").is_err());
+        assert_eq!(
+            opt_str_array(&o, "a"),
+            Ok(Some(vec!["x".to_string(), "y".to_string()]))
+        );
+        assert_eq!(opt_str_array(&o, "am").unwrap_err().field, "am");
+        assert_eq!(opt_str_array(&o, "s").unwrap_err().field, "s");
+        assert_eq!(
+            FieldError::missing("message_id").to_string(),
+            "field `message_id`: missing"
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_last_wins() {
+        let o = obj(r#"{"a":"1","a":"2"}"#);
+        assert_eq!(opt_str(&o, "a"), Ok(Some("2")));
+    }
+}

@@ -1,0 +1,515 @@
+//! XMPP stream layer: framing over a byte stream, the stream header, SASL PLAIN,
+//! stream restart, resource bind, session, stream errors, keepalive and close.
+//! Knows nothing of CCS JSON.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+
+use crate::config::Config;
+use crate::error::{Error, Phase, ProtocolError, Result};
+use crate::transport::{is_timeout, SetTimeout};
+use crate::xml::{escape_attr, Element, Packet, ReaderLimits, StanzaReader};
+
+pub(crate) const NS_CLIENT: &str = "jabber:client";
+pub(crate) const NS_STREAM: &str = "http://etherx.jabber.org/streams";
+pub(crate) const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
+pub(crate) const NS_BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
+pub(crate) const NS_SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
+pub(crate) const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+pub(crate) const NS_STREAMS_ERR: &str = "urn:ietf:params:xml:ns:xmpp-streams";
+pub(crate) const NS_PING: &str = "urn:xmpp:ping";
+
+/// A byte stream framed into XMPP packets, with a write buffer.
+///
+/// Writes are appended to `out` and go to the socket in one `write_all` on
+/// [`XmppStream::flush`]. A failed or timed-out write poisons the stream
+/// (a stanza may be half written), so every later call returns `Closed`.
+pub(crate) struct XmppStream<S> {
+    pub(crate) stream: S,
+    reader: StanzaReader,
+    out: String,
+    /// The read timeout last set on the socket (`None`: never set), cached
+    /// so socket options are only touched when they change.
+    read_timeout: Option<Option<Duration>>,
+    nonblocking: bool,
+    closed: bool,
+    pub(crate) last_read: Instant,
+    pub(crate) last_write: Instant,
+}
+
+impl<S> fmt::Debug for XmppStream<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("XmppStream")
+            .field("buffered_out", &self.out.len())
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> XmppStream<S> {
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed
+    }
+}
+
+impl<S: Read + Write + SetTimeout> XmppStream<S> {
+    pub(crate) fn new(stream: S, config: &Config) -> Self {
+        let now = Instant::now();
+        XmppStream {
+            stream,
+            reader: StanzaReader::new(ReaderLimits {
+                max_stanza_size: config.max_stanza_size,
+                max_depth: config.max_depth,
+            }),
+            out: String::with_capacity(16 * 1024),
+            read_timeout: None,
+            nonblocking: false,
+            closed: false,
+            last_read: now,
+            last_write: now,
+        }
+    }
+
+    pub(crate) fn mark_closed(&mut self) {
+        self.closed = true;
+    }
+
+    /// The write buffer; callers append whole stanzas only.
+    pub(crate) fn out(&mut self) -> &mut String {
+        &mut self.out
+    }
+
+    pub(crate) fn has_unflushed(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Writes everything buffered in one call.
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        log::trace!("send {} bytes: {}", self.out.len(), redact(&self.out));
+        if self.nonblocking {
+            if let Err(e) = self.stream.set_nonblocking(false) {
+                self.closed = true;
+                return Err(Error::Io(e));
+            }
+            self.nonblocking = false;
+        }
+        let r = self
+            .stream
+            .write_all(self.out.as_bytes())
+            .and_then(|_| self.stream.flush());
+        self.out.clear();
+        match r {
+            Ok(()) => {
+                self.last_write = Instant::now();
+                Ok(())
+            }
+            Err(e) => {
+                self.closed = true;
+                if is_timeout(&e) {
+                    Err(Error::Timeout(Phase::Write))
+                } else {
+                    Err(Error::Io(e))
+                }
+            }
+        }
+    }
+
+    /// Prepares the socket for one read: `Some(ZERO)` means nonblocking.
+    fn set_read_mode(&mut self, wait: Option<Duration>) -> io::Result<()> {
+        if wait == Some(Duration::ZERO) {
+            if !self.nonblocking {
+                self.stream.set_nonblocking(true)?;
+                self.nonblocking = true;
+            }
+            return Ok(());
+        }
+        if self.nonblocking {
+            self.stream.set_nonblocking(false)?;
+            self.nonblocking = false;
+        }
+        // Round up to whole milliseconds so a shrinking deadline does not
+        // cost a setsockopt on every read.
+        let timeout = wait.map(|d| {
+            let ms = d.as_micros().div_ceil(1000).clamp(1, u64::MAX as u128) as u64;
+            Duration::from_millis(ms)
+        });
+        if self.read_timeout != Some(timeout) {
+            self.stream.set_read_timeout(timeout)?;
+            self.read_timeout = Some(timeout);
+        }
+        Ok(())
+    }
+
+    /// The next packet, waiting at most until `deadline` (`None`: no limit).
+    /// At least one read is attempted (nonblocking once the deadline has
+    /// passed), so a past deadline means "only what is ready now".
+    /// `Ok(None)` when nothing complete arrived in time. EOF between stanzas
+    /// is `Err(Closed)`; EOF inside one is `Err(Xml(Truncated))`.
+    pub(crate) fn read_packet(&mut self, deadline: Option<Instant>) -> Result<Option<Packet>> {
+        let mut tried = false;
+        loop {
+            if let Some(p) = self.next_buffered()? {
+                return Ok(Some(p));
+            }
+            if self.closed {
+                return Err(Error::Closed);
+            }
+            let wait = match deadline {
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        if tried {
+                            return Ok(None);
+                        }
+                        Some(Duration::ZERO)
+                    } else {
+                        Some(d - now)
+                    }
+                }
+                None => None,
+            };
+            tried = true;
+            if let Err(e) = self.set_read_mode(wait) {
+                self.closed = true;
+                return Err(Error::Io(e));
+            }
+            match self.reader.read_from(&mut self.stream) {
+                Ok(0) => {
+                    self.closed = true;
+                    self.reader.finish()?;
+                    return Err(Error::Closed);
+                }
+                Ok(_) => self.last_read = Instant::now(),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Timed out: the loop head decides whether time is really up.
+                Err(e) if is_timeout(&e) => {}
+                Err(e) => {
+                    self.closed = true;
+                    return Err(Error::Io(e));
+                }
+            }
+        }
+    }
+
+    /// A packet already buffered, without touching the socket.
+    pub(crate) fn next_buffered(&mut self) -> Result<Option<Packet>> {
+        match self.reader.next_packet() {
+            Ok(p) => Ok(p),
+            Err(e) => {
+                self.closed = true;
+                Err(Error::Xml(e))
+            }
+        }
+    }
+
+    /// Reads the next stanza during the handshake; stream errors and
+    /// stream end become errors, timeouts become `Timeout(Handshake)`.
+    fn handshake_stanza(
+        &mut self,
+        deadline: Option<Instant>,
+        expected: &'static str,
+    ) -> Result<Element> {
+        match self.read_packet(deadline) {
+            Ok(Some(Packet::Stanza(el))) => {
+                if el.is("error", NS_STREAM) {
+                    self.closed = true;
+                    return Err(stream_error(&el));
+                }
+                Ok(el)
+            }
+            Ok(Some(Packet::StreamStart(_))) => Err(ProtocolError::Unexpected {
+                expected,
+                got: "a second stream header".into(),
+            }
+            .into()),
+            Ok(Some(Packet::StreamEnd)) => {
+                self.closed = true;
+                Err(Error::Closed)
+            }
+            Ok(None) => Err(Error::Timeout(Phase::Handshake)),
+            Err(Error::Timeout(_)) => Err(Error::Timeout(Phase::Handshake)),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn handshake_header(&mut self, deadline: Option<Instant>) -> Result<Element> {
+        match self.read_packet(deadline) {
+            Ok(Some(Packet::StreamStart(el))) => {
+                if !el.is("stream", NS_STREAM) {
+                    return Err(ProtocolError::Unexpected {
+                        expected: "<stream:stream>",
+                        got: format!("<{}> in {:?}", el.name(), el.ns()),
+                    }
+                    .into());
+                }
+                Ok(el)
+            }
+            Ok(Some(Packet::Stanza(el))) => Err(ProtocolError::Unexpected {
+                expected: "<stream:stream>",
+                got: format!("<{}>", el.name()),
+            }
+            .into()),
+            Ok(Some(Packet::StreamEnd)) => Err(Error::Closed),
+            Ok(None) => Err(Error::Timeout(Phase::Handshake)),
+            Err(Error::Timeout(_)) => Err(Error::Timeout(Phase::Handshake)),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn write_header(&mut self, domain: &str) {
+        let out = &mut self.out;
+        out.push_str("<stream:stream to=\"");
+        escape_attr(domain, out);
+        out.push_str(
+            "\" version=\"1.0\" xmlns=\"jabber:client\" xmlns:stream=\"http://etherx.jabber.org/streams\">",
+        );
+    }
+}
+
+/// The SASL PLAIN blob, base64 on one line: `\0SENDER@DOMAIN\0KEY`.
+pub(crate) fn plain_auth_payload(config: &Config) -> String {
+    let mut raw = Vec::with_capacity(64);
+    raw.push(0);
+    raw.extend_from_slice(config.sender_id.as_bytes());
+    raw.push(b'@');
+    raw.extend_from_slice(config.domain.as_bytes());
+    raw.push(0);
+    raw.extend_from_slice(config.server_key.expose().as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(raw)
+}
+
+/// Replaces the content of any `<auth ...>...</auth>` with `<redacted>` for trace logs.
+pub(crate) fn redact(s: &str) -> std::borrow::Cow<'_, str> {
+    match s.find("<auth ") {
+        None => std::borrow::Cow::Borrowed(s),
+        Some(start) => {
+            let mut out = String::with_capacity(s.len());
+            out.push_str(&s[..start]);
+            match s[start..].find('>') {
+                Some(gt) => {
+                    out.push_str(&s[start..start + gt + 1]);
+                    out.push_str("<redacted/>");
+                    if let Some(end) = s[start..].find("</auth>") {
+                        out.push_str(&redact(&s[start + end..]));
+                    }
+                }
+                None => out.push_str("<auth <redacted/>"),
+            }
+            std::borrow::Cow::Owned(out)
+        }
+    }
+}
+
+/// Builds `Error::StreamError` from a `<stream:error>` element.
+pub(crate) fn stream_error(el: &Element) -> Error {
+    let mut condition = None;
+    let mut text = None;
+    for c in el.children() {
+        if c.ns() == NS_STREAMS_ERR {
+            if c.name() == "text" {
+                text = Some(c.text());
+            } else if condition.is_none() {
+                condition = Some(c.name().to_string());
+            }
+        }
+    }
+    Error::StreamError {
+        condition: condition.unwrap_or_else(|| "undefined-condition".into()),
+        text,
+    }
+}
+
+/// Runs the whole client handshake; returns the bound JID.
+pub(crate) fn handshake<S: Read + Write + SetTimeout>(
+    io: &mut XmppStream<S>,
+    config: &Config,
+) -> Result<String> {
+    let deadline = config.timeouts.handshake.map(|t| Instant::now() + t);
+    io.stream.set_write_timeout(config.timeouts.handshake)?;
+
+    // 1. Stream header and SASL features.
+    io.write_header(&config.domain);
+    io.flush()?;
+    io.handshake_header(deadline)?;
+    let features = io.handshake_stanza(deadline, "<stream:features>")?;
+    if !features.is("features", NS_STREAM) {
+        return Err(unexpected("<stream:features>", &features));
+    }
+    let mechanisms = features
+        .child("mechanisms", NS_SASL)
+        .ok_or(ProtocolError::NoPlainMechanism)?;
+    if !mechanisms
+        .children()
+        .any(|m| m.name() == "mechanism" && m.text().trim() == "PLAIN")
+    {
+        return Err(ProtocolError::NoPlainMechanism.into());
+    }
+
+    // 2. SASL PLAIN.
+    let payload = plain_auth_payload(config);
+    io.out()
+        .push_str("<auth xmlns=\"urn:ietf:params:xml:ns:xmpp-sasl\" mechanism=\"PLAIN\">");
+    io.out().push_str(&payload);
+    io.out().push_str("</auth>");
+    drop(payload);
+    io.flush()?;
+    match io.handshake_stanza(deadline, "<success/>") {
+        Ok(el) if el.is("success", NS_SASL) => {}
+        Ok(el) if el.is("failure", NS_SASL) => {
+            let condition = el
+                .children()
+                .find(|c| c.name() != "text")
+                .map(|c| c.name().to_string())
+                .unwrap_or_else(|| "not-authorized".into());
+            log::info!("authentication refused: {condition}");
+            io.mark_closed();
+            return Err(Error::AuthFailed { condition });
+        }
+        Ok(el) => return Err(unexpected("<success/>", &el)),
+        // PROTOCOL.md §3: some servers just hang up after a bad <auth>.
+        Err(Error::Closed) | Err(Error::Xml(crate::XmlError::Truncated)) => {
+            return Err(Error::AuthFailed {
+                condition: "connection-closed".into(),
+            })
+        }
+        Err(Error::Io(e))
+            if matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof
+            ) =>
+        {
+            return Err(Error::AuthFailed {
+                condition: "connection-closed".into(),
+            })
+        }
+        Err(e) => return Err(e),
+    }
+    log::info!("authenticated as sender {}", config.sender_id);
+
+    // 3. Restart the stream; bind.
+    io.reader.reset();
+    io.write_header(&config.domain);
+    io.flush()?;
+    io.handshake_header(deadline)?;
+    let features = io.handshake_stanza(deadline, "<stream:features>")?;
+    if !features.is("features", NS_STREAM) {
+        return Err(unexpected("<stream:features>", &features));
+    }
+    if features.child("bind", NS_BIND).is_none() {
+        return Err(ProtocolError::BindFailed {
+            condition: "server offered no resource binding".into(),
+        }
+        .into());
+    }
+    let session = features.child("session", NS_SESSION).is_some();
+
+    io.out().push_str(
+        "<iq type=\"set\" id=\"bind1\"><bind xmlns=\"urn:ietf:params:xml:ns:xmpp-bind\"><resource>",
+    );
+    crate::xml::escape_text(&config.resource, io.out());
+    io.out().push_str("</resource></bind></iq>");
+    io.flush()?;
+    let jid = loop {
+        let el = io.handshake_stanza(deadline, "bind result")?;
+        if !el.is("iq", NS_CLIENT) || el.attr("id") != Some("bind1") {
+            log::debug!("ignoring <{}> while waiting for bind", el.name());
+            continue;
+        }
+        match el.attr("type") {
+            Some("result") => {
+                let jid = el
+                    .child("bind", NS_BIND)
+                    .and_then(|b| b.child("jid", NS_BIND))
+                    .map(|j| j.text().trim().to_string())
+                    .filter(|j| !j.is_empty())
+                    .ok_or_else(|| ProtocolError::BindFailed {
+                        condition: "bind result without a jid".into(),
+                    })?;
+                break jid;
+            }
+            _ => {
+                return Err(ProtocolError::BindFailed {
+                    condition: iq_error_condition(&el),
+                }
+                .into())
+            }
+        }
+    };
+
+    // 4. Session, when offered (harmless; CCS answers it).
+    if session {
+        io.out().push_str(
+            "<iq type=\"set\" id=\"sess1\"><session xmlns=\"urn:ietf:params:xml:ns:xmpp-session\"/></iq>",
+        );
+        io.flush()?;
+        loop {
+            let el = io.handshake_stanza(deadline, "session result")?;
+            if !el.is("iq", NS_CLIENT) || el.attr("id") != Some("sess1") {
+                log::debug!("ignoring <{}> while waiting for session", el.name());
+                continue;
+            }
+            if el.attr("type") != Some("result") {
+                return Err(ProtocolError::BindFailed {
+                    condition: format!("session: {}", iq_error_condition(&el)),
+                }
+                .into());
+            }
+            break;
+        }
+    }
+    log::info!("connected as {jid}");
+    Ok(jid)
+}
+
+fn unexpected(expected: &'static str, el: &Element) -> Error {
+    ProtocolError::Unexpected {
+        expected,
+        got: format!("<{}>", el.name()),
+    }
+    .into()
+}
+
+/// The defined condition of an `<iq type="error">`.
+pub(crate) fn iq_error_condition(el: &Element) -> String {
+    el.child("error", NS_CLIENT)
+        .or_else(|| el.child_named("error"))
+        .and_then(|e| {
+            e.children()
+                .find(|c| c.ns() == NS_STANZAS && c.name() != "text")
+        })
+        .map(|c| c.name().to_string())
+        .unwrap_or_else(|| format!("type={}", el.attr("type").unwrap_or("?")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_payload_is_one_line() {
+        let c = Config::new("123456789012", "KEY");
+        let p = plain_auth_payload(&c);
+        assert!(!p.contains('\n'));
+        let raw = base64::engine::general_purpose::STANDARD.decode(p).unwrap();
+        assert_eq!(raw, b"\x00123456789012@gcm.googleapis.com\x00KEY");
+    }
+
+    #[test]
+    fn redact_hides_auth() {
+        let s = "<x/><auth xmlns=\"urn:ietf:params:xml:ns:xmpp-sasl\" mechanism=\"PLAIN\">AGFiYwBrZXk=</auth><y/>";
+        let r = redact(s);
+        assert!(!r.contains("AGFiYwBrZXk="), "{r}");
+        assert!(r.contains("<y/>"));
+        assert_eq!(redact("<a/>"), "<a/>");
+        assert!(!redact("<auth mechanism=\"PLAIN\">SECRET").contains("SECRET"));
+    }
+}
