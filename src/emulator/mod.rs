@@ -37,7 +37,6 @@ mod ledger;
 mod outbound;
 mod script;
 mod session;
-mod validate;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -99,7 +98,7 @@ impl fmt::Display for DownstreamOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DownstreamOutcome::Acked => f.write_str("ack"),
-            DownstreamOutcome::Nacked(code) => write!(f, "nack {}", wire_code(code)),
+            DownstreamOutcome::Nacked(code) => write!(f, "nack {}", code.as_str()),
             DownstreamOutcome::Dropped => f.write_str("dropped unanswered"),
         }
     }
@@ -251,25 +250,6 @@ impl fmt::Display for EmulatorEvent {
                 write!(f, "{conn} draining (CONNECTION_DRAINING sent)")
             }
         }
-    }
-}
-
-/// The wire name of a NACK code.
-// TEMPORARY: replace with `NackCode::as_str` once it lands in event.rs.
-pub(crate) fn wire_code(code: &NackCode) -> &str {
-    match code {
-        NackCode::ServiceUnavailable => "SERVICE_UNAVAILABLE",
-        NackCode::InternalServerError => "INTERNAL_SERVER_ERROR",
-        NackCode::ConnectionDraining => "CONNECTION_DRAINING",
-        NackCode::DeviceMessageRateExceeded => "DEVICE_MESSAGE_RATE_EXCEEDED",
-        NackCode::TopicsMessageRateExceeded => "TOPICS_MESSAGE_RATE_EXCEEDED",
-        NackCode::QuotaExceeded => "QUOTA_EXCEEDED",
-        NackCode::BadRegistration => "BAD_REGISTRATION",
-        NackCode::DeviceUnregistered => "DEVICE_UNREGISTERED",
-        NackCode::InvalidJson => "INVALID_JSON",
-        NackCode::BadAck => "BAD_ACK",
-        NackCode::InvalidApnsCredential => "INVALID_APNS_CREDENTIAL",
-        NackCode::Other(s) => s,
     }
 }
 
@@ -682,8 +662,7 @@ impl Emulator {
     pub fn inject_upstream(&self, from: &str, category: &str, data: &[(&str, &str)]) -> String {
         let n = self.shared.upstream_seq.fetch_add(1, Ordering::Relaxed) + 1;
         let id = format!("up-{n}");
-        let mut json = String::new();
-        wire::upstream_json(&mut json, &id, from, category, data);
+        let json = wire::upstream_event(&id, from, category, data).to_json();
         let mut st = self.shared.state();
         st.outbound
             .add(id.clone(), OutKind::Upstream, Arc::from(json), None);

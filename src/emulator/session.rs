@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use miniserde::json::{Object, Value};
+
 use native_tls::{HandshakeError, TlsStream};
 
 use super::ledger::{LedgerOp, LiveLedger};
@@ -21,11 +22,13 @@ use super::outbound::{OutItem, OutKind};
 use super::script::Script;
 use super::wire::{self, NS_BIND, NS_GCM, NS_PING, NS_ROSTER, NS_SASL, NS_SESSION, NS_STREAM};
 use super::{
-    lock, validate, wire_code, Command, ConnId, DownstreamOutcome, EmulatorEvent, SessionCtl,
-    Shared, MAX_DELAYED, WINDOW,
+    lock, Command, ConnId, DownstreamOutcome, EmulatorEvent, SessionCtl, Shared, MAX_DELAYED,
+    WINDOW,
 };
 use crate::error::XmlError;
-use crate::event::NackCode;
+use crate::event::{Ack, Event, Nack, NackCode};
+use crate::json;
+use crate::message::Message;
 use crate::xml::{Element, Packet, ReaderLimits, StanzaReader};
 
 /// Socket timeout while the TLS handshake runs (so a silent client cannot block shutdown).
@@ -629,18 +632,18 @@ impl Session {
                 return self.drop_unanswered(None);
             }
             let text = "InvalidJson: message without a gcm payload\n";
-            return self.stanza_error_400(stanza_id, "", text, false);
+            return self.stanza_error_400(stanza_id, None, text, false);
         };
         let payload = gcm.text();
-        let obj = match miniserde::json::from_str::<Value>(payload.trim()) {
-            Ok(Value::Object(obj)) => obj,
-            Ok(_) | Err(_) => {
+        let obj = match json::parse_object(&payload) {
+            Ok(obj) => obj,
+            Err(e) => {
                 self.count_downstream();
                 if drop_here {
                     return self.drop_unanswered(None);
                 }
-                let text = "InvalidJson: JSON_PARSING_ERROR : payload is not a JSON object\n";
-                return self.stanza_error_400(stanza_id, &payload, text, true);
+                let text = format!("InvalidJson: JSON_PARSING_ERROR : payload is {e}\n");
+                return self.stanza_error_400(stanza_id, Some(&payload), &text, true);
             }
         };
         let client_ack = match obj.get("message_type") {
@@ -675,12 +678,12 @@ impl Session {
         &mut self,
         stanza_id: Option<&str>,
         payload: &str,
-        mut obj: Object,
+        obj: Object,
         drop_here: bool,
     ) {
         self.count_downstream();
-        let message_id = match obj.remove("message_id") {
-            Some(Value::String(s)) if !s.is_empty() => s,
+        let message_id = match obj.get("message_id") {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
             missing => {
                 if drop_here {
                     return self.drop_unanswered(None);
@@ -692,7 +695,7 @@ impl Session {
                          non-empty JSON string\n"
                     }
                 };
-                return self.stanza_error_400(stanza_id, payload, text, true);
+                return self.stanza_error_400(stanza_id, Some(payload), text, true);
             }
         };
         let idx = self.received;
@@ -715,7 +718,7 @@ impl Session {
             let desc = "Connection is draining: send on a new connection".to_string();
             (Some((NackCode::ConnectionDraining, desc)), false)
         } else {
-            match validate::downstream(&obj) {
+            match Message::from_json_value(&obj) {
                 Err(invalid) => {
                     let desc = format!(
                         "InvalidJson: JSON_FIELD_ERROR : Field \"{}\": {}",
@@ -723,12 +726,16 @@ impl Session {
                     );
                     (Some((NackCode::InvalidJson, desc)), false)
                 }
-                Ok(info) => match self.script.nack_for(&message_id, &info.target) {
+                Ok(msg) => match self.script.nack_for(&message_id, msg.target()) {
                     Some(code) => {
-                        let desc = nack_description(&code, &info.target);
+                        let desc = nack_description(&code, msg.target());
                         (Some((code, desc)), false)
                     }
-                    None => (None, info.receipt && !info.dry_run),
+                    None => (
+                        None,
+                        msg.get_delivery_receipt_requested() == Some(true)
+                            && msg.get_dry_run() != Some(true),
+                    ),
                 },
             }
         };
@@ -754,53 +761,68 @@ impl Session {
 
     /// Writes an ACK or NACK (and the receipt after an ACK that asked for one).
     fn write_answer(&mut self, answer: Answer) {
-        let mut json = std::mem::take(&mut self.json);
-        json.clear();
-        match &answer.nack {
-            None => wire::ack_json(&mut json, &answer.message_id, &answer.target),
-            Some((code, desc)) => wire::nack_json(
-                &mut json,
-                &answer.message_id,
-                &answer.target,
-                wire_code(code),
-                desc,
-            ),
-        }
-        self.with_xml(|x, _| wire::data_gcm_message(x, &json));
-        self.json = json;
-        self.answered_queued += 1;
-        let outcome = match answer.nack {
-            None => {
-                self.ops.push(LedgerOp::Acked(answer.idx));
-                DownstreamOutcome::Acked
-            }
-            Some((code, _)) => {
-                self.ops.push(LedgerOp::Nacked(answer.idx, code.clone()));
-                DownstreamOutcome::Nacked(code)
-            }
+        let Answer {
+            idx,
+            message_id,
+            target,
+            nack,
+            receipt,
+        } = answer;
+        // Build the crate's own event (moving the strings in and out, no copies).
+        let event = match nack {
+            None => Event::Ack(Ack {
+                message_id,
+                from: Some(target),
+                registration_id: None,
+            }),
+            Some((code, desc)) => Event::Nack(Nack {
+                message_id,
+                from: Some(target),
+                code,
+                description: Some(desc),
+            }),
         };
-        if answer.receipt {
-            self.write_receipt(&answer.message_id, &answer.target);
+        self.write_data_gcm(&event);
+        self.answered_queued += 1;
+        let (message_id, target, outcome) = match event {
+            Event::Ack(a) => {
+                self.ops.push(LedgerOp::Acked(idx));
+                (a.message_id, a.from, DownstreamOutcome::Acked)
+            }
+            Event::Nack(n) => {
+                self.ops.push(LedgerOp::Nacked(idx, n.code.clone()));
+                (n.message_id, n.from, DownstreamOutcome::Nacked(n.code))
+            }
+            _ => return,
+        };
+        let target = target.unwrap_or_default();
+        if receipt {
+            self.write_receipt(&message_id, &target);
         }
         if self.shared.observed() {
             self.events.push(EmulatorEvent::Downstream {
                 conn: self.id,
-                message_id: answer.message_id,
-                target: answer.target,
+                message_id,
+                target,
                 outcome,
             });
         }
     }
 
+    /// Writes `event` as `<message><data:gcm xmlns:data="google:mobile:data">JSON</data:gcm>
+    /// </message>` (ACK, NACK, control).
+    fn write_data_gcm(&mut self, event: &Event) {
+        let mut json = std::mem::take(&mut self.json);
+        json.clear();
+        event.write_json(&mut json);
+        self.with_xml(|x, _| wire::data_gcm_message(x, &json));
+        self.json = json;
+    }
+
     fn write_receipt(&mut self, original_id: &str, token: &str) {
-        let mut json = String::new();
-        wire::receipt_json(
-            &mut json,
-            original_id,
-            token,
-            &self.shared.settings.category,
-            wire::epoch_millis(),
-        );
+        let category = &self.shared.settings.category;
+        let json =
+            wire::receipt_event(original_id, token, category, wire::epoch_millis()).to_json();
         let rid = wire::receipt_id(original_id);
         self.with_xml(|x, s| wire::upstream_message(x, &s.shared.settings.sender_id, &json));
         self.delivered.insert(rid.clone(), OutKind::Receipt);
@@ -841,7 +863,10 @@ impl Session {
     fn on_client_ack(&mut self, stanza_id: Option<&str>, payload: &str, obj: &Object, nack: bool) {
         let id = match obj.get("message_id") {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            _ => return self.stanza_error_400(stanza_id, payload, wire::MISSING_ID_TEXT, false),
+            _ => {
+                let text = wire::MISSING_ID_TEXT;
+                return self.stanza_error_400(stanza_id, Some(payload), text, false);
+            }
         };
         match self.delivered.remove(&id) {
             Some(kind) => {
@@ -886,7 +911,7 @@ impl Session {
     fn stanza_error_400(
         &mut self,
         stanza_id: Option<&str>,
-        payload: &str,
+        payload: Option<&str>,
         text: &str,
         answers_downstream: bool,
     ) {
@@ -926,11 +951,7 @@ impl Session {
             return;
         }
         self.draining = true;
-        let mut json = std::mem::take(&mut self.json);
-        json.clear();
-        wire::draining_json(&mut json);
-        self.with_xml(|x, _| wire::data_gcm_message(x, &json));
-        self.json = json;
+        self.write_data_gcm(&wire::draining_event());
         if let Some(l) = &self.ledger {
             lock(l).drained = true;
         }
@@ -997,7 +1018,7 @@ fn nack_description(code: &NackCode, target: &str) -> String {
         NackCode::ServiceUnavailable => "Service temporarily unavailable".to_string(),
         NackCode::InternalServerError => "Internal server error".to_string(),
         NackCode::ConnectionDraining => "Connection is draining".to_string(),
-        other => wire_code(other).to_string(),
+        other => other.as_str().to_string(),
     }
 }
 

@@ -1,16 +1,19 @@
 //! What the emulator writes on the wire, byte for byte as CCS did (PROTOCOL.md §3, §4, §7, §9),
-//! plus SASL PLAIN decoding and the random ids CCS hands out. Pure functions, no I/O.
+//! plus SASL PLAIN decoding and the random ids CCS hands out. Pure functions, no I/O. JSON
+//! payloads are the crate's own [`Event`] values written by `Event::write_json`.
 
 use std::collections::hash_map::RandomState;
-use std::fmt::Write as _;
+use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 
-use crate::xml::{escape_attr, escape_text};
+use crate::event::{Control, ControlKind, Event, Receipt, StanzaError, Upstream};
+use crate::xml::{escape_attr, escape_text, write_element};
 
+pub(crate) const NS_CLIENT: &str = "jabber:client";
 pub(crate) const NS_STREAM: &str = "http://etherx.jabber.org/streams";
 pub(crate) const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
 pub(crate) const NS_BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
@@ -143,115 +146,51 @@ pub(crate) fn encode_plain(authzid: &str, authcid: &str, password: &str) -> Stri
 }
 
 // ---------------------------------------------------------------------------------------------
-// JSON (the five server-side shapes; parsing always goes through miniserde)
+// JSON: built as the crate's `Event` values and written by `Event::write_json`
 // ---------------------------------------------------------------------------------------------
-
-/// Appends `s` as a JSON string literal, quotes included.
-pub(crate) fn json_str(out: &mut String, s: &str) {
-    out.push('"');
-    let mut start = 0;
-    for (i, b) in s.bytes().enumerate() {
-        let esc: &str = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0..=0x1f => "",
-            _ => continue,
-        };
-        out.push_str(&s[start..i]);
-        if esc.is_empty() {
-            let _ = write!(out, "\\u{:04x}", b);
-        } else {
-            out.push_str(esc);
-        }
-        start = i + 1;
-    }
-    out.push_str(&s[start..]);
-    out.push('"');
-}
-
-/// `{"from":FROM,"message_id":ID,"message_type":"ack"}` as in Google's captures.
-pub(crate) fn ack_json(out: &mut String, message_id: &str, from: &str) {
-    out.push_str("{\"from\":");
-    json_str(out, from);
-    out.push_str(",\"message_id\":");
-    json_str(out, message_id);
-    out.push_str(",\"message_type\":\"ack\"}");
-}
-
-/// `{"message_type":"nack","message_id":ID,"from":FROM,"error":CODE,"error_description":TEXT}`.
-pub(crate) fn nack_json(out: &mut String, message_id: &str, from: &str, code: &str, desc: &str) {
-    out.push_str("{\"message_type\":\"nack\",\"message_id\":");
-    json_str(out, message_id);
-    out.push_str(",\"from\":");
-    json_str(out, from);
-    out.push_str(",\"error\":");
-    json_str(out, code);
-    out.push_str(",\"error_description\":");
-    json_str(out, desc);
-    out.push('}');
-}
-
-/// `{"message_type":"control","control_type":"CONNECTION_DRAINING"}` (no `message_id`).
-pub(crate) fn draining_json(out: &mut String) {
-    out.push_str("{\"message_type\":\"control\",\"control_type\":\"CONNECTION_DRAINING\"}");
-}
-
-/// A delivery receipt for `original_id`, sent to `token` (PROTOCOL.md §7).
-pub(crate) fn receipt_json(
-    out: &mut String,
-    original_id: &str,
-    token: &str,
-    category: &str,
-    sent_ms: u64,
-) {
-    out.push_str("{\"message_type\":\"receipt\",\"message_id\":");
-    json_str(out, &receipt_id(original_id));
-    out.push_str(",\"from\":\"gcm.googleapis.com\",\"category\":");
-    json_str(out, category);
-    out.push_str(
-        ",\"data\":{\"message_status\":\"MESSAGE_SENT_TO_DEVICE\",\"original_message_id\":",
-    );
-    json_str(out, original_id);
-    out.push_str(",\"device_registration_id\":");
-    json_str(out, token);
-    let _ = write!(
-        out,
-        ",\"message_sent_timestamp\":\"{sent_ms}\"}},\"time_to_live\":0}}"
-    );
-}
 
 /// The id of the receipt for `original_id`: `dr2:<original>`.
 pub(crate) fn receipt_id(original_id: &str) -> String {
     format!("dr2:{original_id}")
 }
 
-/// An upstream message from a device (PROTOCOL.md §7: no `message_type`).
-pub(crate) fn upstream_json(
-    out: &mut String,
+/// The receipt CCS sends once a downstream message reached the device (PROTOCOL.md §7).
+pub(crate) fn receipt_event(original_id: &str, token: &str, category: &str, sent_ms: u64) -> Event {
+    Event::Receipt(Receipt {
+        message_id: receipt_id(original_id),
+        from: DEFAULT_DOMAIN.to_string(),
+        original_message_id: original_id.to_string(),
+        status: "MESSAGE_SENT_TO_DEVICE".to_string(),
+        device_registration_id: Some(token.to_string()),
+        sent_timestamp: Some(sent_ms),
+        category: Some(category.to_string()),
+    })
+}
+
+/// An upstream message from a device (no `message_type`).
+pub(crate) fn upstream_event(
     message_id: &str,
     from: &str,
     category: &str,
     data: &[(&str, &str)],
-) {
-    out.push_str("{\"category\":");
-    json_str(out, category);
-    out.push_str(",\"data\":{");
-    for (i, (k, v)) in data.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        json_str(out, k);
-        out.push(':');
-        json_str(out, v);
-    }
-    out.push_str("},\"message_id\":");
-    json_str(out, message_id);
-    out.push_str(",\"from\":");
-    json_str(out, from);
-    out.push('}');
+) -> Event {
+    Event::Upstream(Upstream {
+        from: from.to_string(),
+        category: Some(category.to_string()),
+        message_id: message_id.to_string(),
+        data: data
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
+        time_to_live: None,
+    })
+}
+
+/// The control message announcing draining (no `message_id`).
+pub(crate) fn draining_event() -> Event {
+    Event::Control(Control {
+        kind: ControlKind::ConnectionDraining,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -368,39 +307,48 @@ pub(crate) fn upstream_message(out: &mut String, sender_id: &str, json: &str) {
     out.push_str("</gcm></message>");
 }
 
+/// A stanza error as CCS sent it (PROTOCOL.md §9), built by [`StanzaError::to_stanza`]:
+/// `<message id=.. type="error" to=JID>[<gcm>echoed payload</gcm>]<error code=.. type="modify">
+/// <CONDITION xmlns=stanzas/>[<text>]</error></message>`.
+pub(crate) fn stanza_error(
+    out: &mut String,
+    id: Option<&str>,
+    to: &str,
+    code: u16,
+    condition: &str,
+    payload: Option<&str>,
+    text: Option<&str>,
+) {
+    let error = StanzaError {
+        id: id.map(str::to_string),
+        message_id: None,
+        code: Some(code),
+        error_type: Some("modify".to_string()),
+        condition: condition.to_string(),
+        text: text.map(str::to_string),
+    };
+    let mut el = error.to_stanza(payload);
+    if !to.is_empty() {
+        el.set_attr("to", to);
+    }
+    write_element(&el, NS_CLIENT, out);
+}
+
 /// Stanza error 400 bad-request for a downstream message CCS could not read: echoes the stanza
-/// `id` and the `<gcm>` payload (PROTOCOL.md §9).
+/// `id` and the `<gcm>` payload.
 pub(crate) fn stanza_error_400(
     out: &mut String,
     id: Option<&str>,
     to: &str,
-    payload: &str,
+    payload: Option<&str>,
     text: &str,
 ) {
-    out.push_str("<message");
-    opt_attr(out, "id", id);
-    out.push_str(" type=\"error\"");
-    opt_attr(out, "to", Some(to));
-    out.push_str("><gcm xmlns=\"google:mobile:data\">");
-    escape_text(payload, out);
-    out.push_str(
-        "</gcm><error code=\"400\" type=\"modify\">\
-         <bad-request xmlns=\"urn:ietf:params:xml:ns:xmpp-stanzas\"/>\
-         <text xmlns=\"urn:ietf:params:xml:ns:xmpp-stanzas\">",
-    );
-    escape_text(text, out);
-    out.push_str("</text></error></message>");
+    stanza_error(out, id, to, 400, "bad-request", payload, Some(text));
 }
 
 /// Stanza error 406 not-acceptable for an ACK of a message not delivered on this connection.
 pub(crate) fn stanza_error_406(out: &mut String, id: Option<&str>, to: &str) {
-    out.push_str("<message type=\"error\"");
-    opt_attr(out, "id", id);
-    opt_attr(out, "to", Some(to));
-    out.push_str(
-        "><error code=\"406\" type=\"modify\">\
-         <not-acceptable xmlns=\"urn:ietf:params:xml:ns:xmpp-stanzas\"/></error></message>",
-    );
+    stanza_error(out, id, to, 406, "not-acceptable", None, None);
 }
 
 #[cfg(test)]
@@ -488,58 +436,5 @@ mod tests {
             PlainError::IncorrectEncoding.condition(),
             "incorrect-encoding"
         );
-    }
-
-    #[test]
-    fn json_strings_escape() {
-        let mut s = String::new();
-        json_str(&mut s, "a\"b\\c\nd\u{1}é<&>");
-        assert_eq!(s, r#""a\"b\\c\nd\u0001é<&>""#);
-        let v: miniserde::json::Value = miniserde::json::from_str(&s).unwrap();
-        match v {
-            miniserde::json::Value::String(t) => assert_eq!(t, "a\"b\\c\nd\u{1}é<&>"),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn json_shapes() {
-        let mut s = String::new();
-        ack_json(&mut s, "m-1", "tok");
-        assert_eq!(
-            s,
-            r#"{"from":"tok","message_id":"m-1","message_type":"ack"}"#
-        );
-        s.clear();
-        nack_json(&mut s, "m-2", "tok", "BAD_REGISTRATION", "Invalid token");
-        assert_eq!(
-            s,
-            r#"{"message_type":"nack","message_id":"m-2","from":"tok","error":"BAD_REGISTRATION","error_description":"Invalid token"}"#
-        );
-        s.clear();
-        draining_json(&mut s);
-        assert_eq!(
-            s,
-            r#"{"message_type":"control","control_type":"CONNECTION_DRAINING"}"#
-        );
-        s.clear();
-        receipt_json(&mut s, "m-3", "tok", "com.example", 1_430_277_821_658);
-        assert_eq!(
-            s,
-            r#"{"message_type":"receipt","message_id":"dr2:m-3","from":"gcm.googleapis.com","category":"com.example","data":{"message_status":"MESSAGE_SENT_TO_DEVICE","original_message_id":"m-3","device_registration_id":"tok","message_sent_timestamp":"1430277821658"},"time_to_live":0}"#
-        );
-        s.clear();
-        upstream_json(
-            &mut s,
-            "up-1",
-            "dev",
-            "com.example",
-            &[("k", "v"), ("a&b", "<c>")],
-        );
-        assert_eq!(
-            s,
-            r#"{"category":"com.example","data":{"k":"v","a&b":"<c>"},"message_id":"up-1","from":"dev"}"#
-        );
-        assert!(miniserde::json::from_str::<miniserde::json::Value>(&s).is_ok());
     }
 }
