@@ -253,7 +253,12 @@ impl Session {
                         };
                         self.end(EndMode::Abrupt, why);
                     }
-                    Ok(_) => self.process_packets(),
+                    Ok(_) => {
+                        // Commands and rules issued before these bytes were sent apply to them.
+                        self.poll_commands();
+                        self.refresh_script();
+                        self.process_packets();
+                    }
                     Err(e) if is_timeout(&e) => {}
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => self.end(EndMode::Abrupt, &format!("read failed: {e}")),
@@ -299,40 +304,44 @@ impl Session {
         let _ = tls.get_ref().shutdown(Shutdown::Both);
     }
 
-    /// Writes everything queued in one write call (retried across socket timeouts), then
-    /// publishes the batch's ledger changes and events.
+    /// Writes everything queued in one write call (retried across socket timeouts).
+    ///
+    /// The batch's ledger changes and events are published just before the write, so a
+    /// client that reads an answer finds it in the ledger already. (A write that then fails
+    /// ends the connection; its answers stay recorded as sent, as a server would see it.)
     fn flush(&mut self, tls: &mut Tls) -> io::Result<()> {
+        self.publish_outbound();
+        self.publish(true);
         if self.out.is_empty() {
-            self.publish(true);
             return Ok(());
         }
         let result = write_all(tls, &self.out, &self.shared);
         self.out.clear();
-        let ok = result.is_ok();
-        if ok {
+        if result.is_ok() {
             self.answered_written += self.answered_queued;
             self.last_write = Instant::now();
         }
         self.answered_queued = 0;
-        self.publish(ok);
         result
     }
 
-    /// Applies the batch's ledger ops (the write-dependent ones only if `written`), updates
-    /// the shared outbound store and sends the events.
-    fn publish(&mut self, written: bool) {
-        if !self.acked_out.is_empty() || (!self.new_receipts.is_empty() && written) {
-            let mut st = self.shared.state();
-            for id in self.acked_out.drain(..) {
-                st.outbound.acked(&id, self.id);
-            }
-            if written {
-                for (id, json) in self.new_receipts.drain(..) {
-                    st.outbound.add(id, OutKind::Receipt, json, Some(self.id));
-                }
-            }
+    /// Updates the shared outbound store: upstream acked in this batch, receipts created.
+    fn publish_outbound(&mut self) {
+        if self.acked_out.is_empty() && self.new_receipts.is_empty() {
+            return;
         }
-        self.new_receipts.clear();
+        let mut st = self.shared.state();
+        for id in self.acked_out.drain(..) {
+            st.outbound.acked(&id, self.id);
+        }
+        for (id, json) in self.new_receipts.drain(..) {
+            st.outbound.add(id, OutKind::Receipt, json, Some(self.id));
+        }
+    }
+
+    /// Applies the batch's ledger ops (the ones describing output only if that output is
+    /// going out: `written`) and sends the events.
+    fn publish(&mut self, written: bool) {
         if let Some(ledger) = &self.ledger {
             if !self.ops.is_empty() || self.window_violations > 0 {
                 let mut l = lock(ledger);
@@ -983,13 +992,11 @@ impl Session {
     /// Unregisters the session: un-acked upstream goes back to the shared store for the
     /// next connection; the ledger is marked closed.
     fn finish(mut self, reason: String) {
+        self.publish_outbound();
         self.publish(false);
         {
             let mut st = self.shared.state();
             st.sessions.remove(&self.id);
-            for id in self.acked_out.drain(..) {
-                st.outbound.acked(&id, self.id);
-            }
             if st.outbound.release(self.id) > 0 {
                 st.dispatch_waiting();
             }
