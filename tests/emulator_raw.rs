@@ -552,3 +552,159 @@ fn shutdown_closes_clients_promptly() {
     raw.until("</stream:stream>");
     raw.until_closed();
 }
+
+#[test]
+fn pipelined_handshake_works() {
+    let emu = emulator();
+    let mut raw = Raw::connect(&emu);
+    let b64 = base64::engine::general_purpose::STANDARD
+        .encode(format!("\0{SENDER}@gcm.googleapis.com\0{KEY}"));
+    // Everything in one write: the reader must keep the bytes after <auth> across the
+    // stream restart.
+    raw.send(&format!(
+        "{HEADER}<auth xmlns=\"urn:ietf:params:xml:ns:xmpp-sasl\" mechanism=\"PLAIN\">{b64}</auth>\
+         {HEADER}<iq type=\"set\" id=\"b1\"><bind xmlns=\"urn:ietf:params:xml:ns:xmpp-bind\"/></iq>\
+         {}",
+        downstream("m-p", "tok")
+    ));
+    let all = raw.until("m-p");
+    assert!(all.contains("<success"), "{all}");
+    let jid = between(&all, "<jid>", "</jid>");
+    let suffix = jid
+        .strip_prefix(&format!("{SENDER}@gcm.googleapis.com/"))
+        .unwrap();
+    assert!(suffix.len() > 8, "a resource is generated: {jid}");
+    raw.until("</message>");
+    assert_eq!(emu.ledger().connections[0].acked, ["m-p"]);
+}
+
+#[test]
+fn self_closing_stream_header_is_refused() {
+    let emu = emulator();
+    let mut raw = Raw::connect(&emu);
+    raw.send(
+        "<stream:stream to=\"gcm.googleapis.com\" version=\"1.0\" xmlns=\"jabber:client\" \
+         xmlns:stream=\"http://etherx.jabber.org/streams\"/>",
+    );
+    let rest = raw.until_closed();
+    assert!(rest.contains("<stream:error>"), "{rest}");
+    assert!(
+        !rest.contains("<mechanism>"),
+        "no features for a closed stream: {rest}"
+    );
+}
+
+#[test]
+fn whitespace_keepalive_when_idle() {
+    let emu = Emulator::builder()
+        .sender_id(SENDER)
+        .server_key(KEY)
+        .keepalive_interval(Duration::from_millis(50))
+        .start()
+        .unwrap();
+    let (mut raw, _) = Raw::login(&emu);
+    std::thread::sleep(Duration::from_millis(150));
+    raw.until(" ");
+}
+
+#[test]
+fn silent_client_times_out_in_handshake() {
+    let emu = Emulator::builder()
+        .sender_id(SENDER)
+        .server_key(KEY)
+        .handshake_timeout(Duration::from_millis(200))
+        .start()
+        .unwrap();
+    let mut raw = Raw::connect(&emu);
+    raw.send(HEADER);
+    let rest = raw.until_closed();
+    assert!(rest.contains("<connection-timeout"), "{rest}");
+    // A client that does not even finish TLS is closed too.
+    let mut tcp = TcpStream::connect(emu.addr()).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = [0u8; 16];
+    assert!(matches!(tcp.read(&mut buf), Ok(0) | Err(_)));
+}
+
+#[test]
+fn drop_every_and_drop_now() {
+    let emu = emulator();
+    emu.drop_every(Some(3));
+    let (mut raw, _) = Raw::login(&emu);
+    for i in 0..3 {
+        raw.send(&downstream(&format!("e-{i}"), "tok"));
+    }
+    let rest = raw.until_closed();
+    assert!(rest.contains("e-1") && !rest.contains("e-2"), "{rest}");
+    emu.drop_every(None);
+    let (mut raw2, _) = Raw::login(&emu);
+    for i in 3..6 {
+        raw2.send(&downstream(&format!("e-{i}"), "tok"));
+        raw2.until("</message>");
+    }
+    let conn = *emu.connections().last().unwrap();
+    assert!(emu.drop_now(conn));
+    raw2.until_closed();
+    assert!(emu.wait_until(WAIT, |l| l.connections.iter().all(|c| c.closed)));
+    assert!(!emu.drop_now(conn), "already gone");
+    let l = emu.ledger();
+    assert_eq!(l.total_received(), 6);
+    assert_eq!(l.total_acked(), 5);
+}
+
+#[test]
+fn many_connections_at_once() {
+    let emu = emulator();
+    let handles: Vec<_> = (0..8)
+        .map(|t| {
+            let (mut raw, _) = Raw::login(&emu);
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    raw.send(&downstream(&format!("c{t}-{i}"), "tok"));
+                    raw.until("</message>");
+                }
+                raw
+            })
+        })
+        .collect();
+    let raws: Vec<Raw> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(emu.connections().len(), 8);
+    drop(raws);
+    let l = emu.ledger();
+    assert_eq!(l.total_acked(), 400);
+    assert_eq!(l.distinct_received(), 400);
+    assert!(l.duplicates().is_empty());
+}
+
+#[test]
+fn hostile_bytes_never_hang_or_crash() {
+    let emu = emulator();
+    let inputs: [&[u8]; 8] = [
+        b"\xff\xfe\x00garbage",
+        b"<stream:stream xmlns:stream='http://etherx.jabber.org/streams'><!DOCTYPE x []>",
+        b"<?xml version='1.0'?><a><b><c><d>",
+        b"<stream:stream xmlns:stream='http://etherx.jabber.org/streams'><auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>====</auth>",
+        b"<stream:stream xmlns:stream='http://etherx.jabber.org/streams'><message><gcm xmlns='google:mobile:data'>{}</gcm></message>",
+        b"<stream:stream xmlns:stream='http://etherx.jabber.org/streams'><auth mechanism='X'/>",
+        b"</stream:stream>",
+        b"<stream:stream xmlns:stream='http://etherx.jabber.org/streams'>&unknown;",
+    ];
+    for input in inputs {
+        let mut raw = Raw::connect(&emu);
+        raw.tls.write_all(input).unwrap();
+        raw.until_closed();
+    }
+    // An oversized stanza after login.
+    let (mut raw, _) = Raw::login(&emu);
+    let big = format!(
+        "<message><gcm xmlns=\"google:mobile:data\">{}</gcm></message>",
+        "x".repeat(70 * 1024)
+    );
+    let _ = raw.tls.write_all(big.as_bytes());
+    let rest = raw.until_closed();
+    assert!(rest.contains("policy-violation"), "{rest}");
+    // Still serving.
+    let (mut ok, _) = Raw::login(&emu);
+    ok.send(&downstream("after", "tok"));
+    ok.until("</message>");
+}

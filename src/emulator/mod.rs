@@ -264,6 +264,7 @@ pub(crate) struct Settings {
     pub category: String,
     pub record_ids: bool,
     pub max_stanza_size: usize,
+    pub max_connections: usize,
     pub poll: Duration,
 }
 
@@ -410,6 +411,7 @@ pub struct EmulatorBuilder {
     category: String,
     record_ids: bool,
     max_stanza_size: usize,
+    max_connections: usize,
     observer: Option<Sender<EmulatorEvent>>,
 }
 
@@ -425,6 +427,7 @@ impl Default for EmulatorBuilder {
             category: "com.example.app".to_string(),
             record_ids: true,
             max_stanza_size: 64 * 1024,
+            max_connections: 1000,
             observer: None,
         }
     }
@@ -490,6 +493,13 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Most connections open at once (one thread each); more are closed right after
+    /// accept. Default 1000, the GCM per-sender limit.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
     /// Send every [`EmulatorEvent`] to this channel.
     pub fn observer(mut self, tx: Sender<EmulatorEvent>) -> Self {
         self.observer = Some(tx);
@@ -514,6 +524,7 @@ impl EmulatorBuilder {
             category: self.category,
             record_ids: self.record_ids,
             max_stanza_size: self.max_stanza_size.max(1024),
+            max_connections: self.max_connections,
             poll: Duration::from_millis(5),
         };
         let shared = Arc::new(Shared {
@@ -868,6 +879,15 @@ fn spawn_session(shared: &Arc<Shared>, tcp: TcpStream) {
     let ctl = Arc::new(SessionCtl::default());
     let id = {
         let mut st = shared.state();
+        if st.sessions.len() >= shared.settings.max_connections {
+            drop(st);
+            log::warn!(
+                "ccs emulator: refusing {peer}: {} connections open",
+                shared.settings.max_connections
+            );
+            let _ = tcp.shutdown(std::net::Shutdown::Both);
+            return;
+        }
         st.next_conn += 1;
         st.accepted += 1;
         let id = ConnId(st.next_conn);
