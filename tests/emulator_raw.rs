@@ -708,3 +708,28 @@ fn hostile_bytes_never_hang_or_crash() {
     ok.send(&downstream("after", "tok"));
     ok.until("</message>");
 }
+
+#[test]
+fn at_most_100_unacked_upstream_per_connection() {
+    let emu = emulator();
+    let (mut raw, _) = Raw::login(&emu);
+    let ids: Vec<String> = (0..130)
+        .map(|i| emu.inject_upstream("dev", "app", &[("n", &i.to_string())]))
+        .collect();
+    raw.until(&format!("\"{}\"", ids[99]));
+    std::thread::sleep(Duration::from_millis(200));
+    raw.send("<iq type=\"get\" id=\"p1\"><ping xmlns=\"urn:xmpp:ping\"/></iq>");
+    let more = raw.until("id=\"p1\"");
+    assert!(!more.contains(&format!("\"{}\"", ids[100])), "{more}");
+    for id in &ids[..10] {
+        raw.send(&format!(
+            "<message><gcm xmlns=\"google:mobile:data\">\
+             {{\"to\":\"dev\",\"message_id\":\"{id}\",\"message_type\":\"ack\"}}</gcm></message>"
+        ));
+    }
+    raw.until(&format!("\"{}\"", ids[109]));
+    let l = emu.ledger();
+    assert_eq!(l.connections[0].upstream_sent.len(), 110);
+    assert_eq!(l.connections[0].upstream_acked.len(), 10);
+    assert_eq!(l.unacked_upstream().len(), 120);
+}

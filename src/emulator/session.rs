@@ -146,8 +146,10 @@ struct Session {
     ops: Vec<LedgerOp>,
     events: Vec<EmulatorEvent>,
     delayed: VecDeque<(Instant, Answer)>,
-    /// Upstream messages and receipts written here and not acked yet.
+    /// Upstream messages and receipts written here and not acked yet (at most [`WINDOW`]).
     delivered: HashMap<String, OutKind>,
+    /// Upstream messages and receipts for this connection waiting for room in `delivered`.
+    held: VecDeque<OutItem>,
     /// Outbound ids the client acked in this batch (removed from the shared store at flush).
     acked_out: Vec<String>,
     /// Receipts written in this batch (registered in the shared store at flush).
@@ -202,6 +204,7 @@ impl Session {
             events: Vec::new(),
             delayed: VecDeque::new(),
             delivered: HashMap::new(),
+            held: VecDeque::new(),
             acked_out: Vec::new(),
             new_receipts: Vec::new(),
             received: 0,
@@ -386,6 +389,9 @@ impl Session {
     }
 
     fn timers(&mut self, now: Instant) {
+        if !self.held.is_empty() {
+            self.release_held();
+        }
         while self.delayed.front().is_some_and(|(due, _)| *due <= now) {
             if let Some((_, answer)) = self.delayed.pop_front() {
                 self.write_answer(answer);
@@ -828,24 +834,31 @@ impl Session {
         self.json = json;
     }
 
+    /// Creates the receipt for an ACKed message and delivers it here (it is owed to this
+    /// connection from now on, and goes to another one if this one ends first).
     fn write_receipt(&mut self, original_id: &str, token: &str) {
         let category = &self.shared.settings.category;
-        let json =
-            wire::receipt_event(original_id, token, category, wire::epoch_millis()).to_json();
-        let rid = wire::receipt_id(original_id);
-        self.with_xml(|x, s| wire::upstream_message(x, &s.shared.settings.sender_id, &json));
-        self.delivered.insert(rid.clone(), OutKind::Receipt);
-        self.ops.push(LedgerOp::ReceiptSent(rid.clone()));
-        if self.shared.observed() {
-            self.events.push(EmulatorEvent::ReceiptSent {
-                conn: self.id,
-                message_id: rid.clone(),
-            });
-        }
-        self.new_receipts.push((rid, Arc::from(json)));
+        let json: Arc<str> =
+            wire::receipt_event(original_id, token, category, wire::epoch_millis())
+                .to_json()
+                .into();
+        let id = wire::receipt_id(original_id);
+        self.new_receipts.push((id.clone(), Arc::clone(&json)));
+        self.deliver(OutItem {
+            id,
+            kind: OutKind::Receipt,
+            json,
+            conn: Some(self.id),
+        });
     }
 
+    /// Writes an upstream message or receipt, or holds it while [`WINDOW`] of them wait for
+    /// the client's ACK (CCS stops sending to a client that stops acking, PROTOCOL.md §10).
     fn deliver(&mut self, item: OutItem) {
+        if self.delivered.len() >= WINDOW {
+            self.held.push_back(item);
+            return;
+        }
         self.with_xml(|x, s| wire::upstream_message(x, &s.shared.settings.sender_id, &item.json));
         self.delivered.insert(item.id.clone(), item.kind);
         let ev = match item.kind {
@@ -866,6 +879,16 @@ impl Session {
         };
         if self.shared.observed() {
             self.events.push(ev);
+        }
+    }
+
+    /// Delivers held items as the client's ACKs free room.
+    fn release_held(&mut self) {
+        while self.delivered.len() < WINDOW {
+            match self.held.pop_front() {
+                Some(item) => self.deliver(item),
+                None => return,
+            }
         }
     }
 
