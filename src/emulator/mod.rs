@@ -926,6 +926,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn handle_types_are_thread_safe() {
+        fn check<T: Send + Sync>() {}
+        check::<Emulator>();
+        check::<Ledger>();
+        check::<EmulatorEvent>();
+        check::<EmulatorBuilder>();
+    }
+
+    #[test]
     fn identity_loads_and_cert_is_pem() {
         assert!(Emulator::cert_pem().starts_with(b"-----BEGIN CERTIFICATE-----"));
         assert!(KEY_PEM.starts_with(b"-----BEGIN PRIVATE KEY-----"));

@@ -3,7 +3,7 @@
 //! The session thread owns its TLS stream and alternates: read one block with a short
 //! timeout, handle every complete stanza in it, run timers (held-back answers, draining,
 //! keepalive) and script commands, then write everything queued in one write call. Ledger
-//! changes and events are collected per batch and published after the write.
+//! changes and events are collected per batch and published just before that write.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
