@@ -28,10 +28,22 @@
 //! draining; whitespace keepalives.
 //!
 //! # Resource use
-//! One thread per connection, reading with a short timeout so it can also run timers and
-//! script commands. Per-connection buffers are bounded (stanza size limit, at most
-//! [`MAX_DELAYED`] held-back answers); the [`Ledger`] keeps every message id tests send until
-//! the emulator is dropped (switch that off with [`EmulatorBuilder::record_ids`]).
+//! One thread per connection (at most [`EmulatorBuilder::max_connections`]), reading with a
+//! 5 ms timeout so it can also run timers and script commands. Per-connection buffers are
+//! bounded: the stanza size limit for input, one read block's answers for output, at most
+//! [`MAX_DELAYED`] held-back answers and [`WINDOW`] un-acked upstream messages in flight.
+//! What grows with traffic is data a test asked for: the [`Ledger`] keeps every message id
+//! until the emulator is dropped (switch that off with [`EmulatorBuilder::record_ids`]), and
+//! upstream messages and receipts wait, un-acked, until a client acks them. The observer
+//! channel is unbounded: read it, or do not install one.
+//!
+//! # Not emulated
+//! Real delivery to devices (every valid message is ACKed unless a script says otherwise),
+//! `registration_id` canonical-token hints in ACKs, topics and notification keys as
+//! anything but opaque targets, TTL expiry of stored upstream messages, rate limits
+//! (script them with [`Emulator::reject_token`] or [`Emulator::transient_nacks`]), and
+//! the X-OAUTH2 / X-GOOGLE-TOKEN mechanisms (offered, and accepted with the same
+//! `\0user\0key` payload as PLAIN).
 
 mod ledger;
 mod outbound;
