@@ -20,11 +20,9 @@ use native_tls::{HandshakeError, TlsStream};
 use super::ledger::{LedgerOp, LiveLedger};
 use super::outbound::{OutItem, OutKind};
 use super::script::Script;
+use super::shared::{lock, Command, SessionCtl, Shared};
 use super::wire::{self, NS_BIND, NS_GCM, NS_PING, NS_ROSTER, NS_SASL, NS_SESSION, NS_STREAM};
-use super::{
-    lock, Command, ConnId, DownstreamOutcome, EmulatorEvent, SessionCtl, Shared, MAX_DELAYED,
-    WINDOW,
-};
+use super::{ConnId, DownstreamOutcome, EmulatorEvent, MAX_DELAYED, WINDOW};
 use crate::error::XmlError;
 use crate::event::{Ack, Event, Nack, NackCode};
 use crate::json;
