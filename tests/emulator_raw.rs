@@ -733,3 +733,32 @@ fn at_most_100_unacked_upstream_per_connection() {
     assert_eq!(l.connections[0].upstream_acked.len(), 10);
     assert_eq!(l.unacked_upstream().len(), 120);
 }
+
+#[test]
+fn drain_still_acks_in_flight_messages() {
+    let emu = emulator();
+    emu.set_ack_delay(Duration::from_millis(200));
+    let (mut raw, _) = Raw::login(&emu);
+    raw.send(&(downstream("f-1", "tok") + &downstream("f-2", "tok")));
+    assert!(emu.wait_until(WAIT, |l| l.total_received() == 2));
+    emu.drain_all();
+    raw.until("CONNECTION_DRAINING");
+    raw.send(&downstream("f-3", "tok"));
+    let rest = raw.until("</stream:stream>");
+    let (f1, f2, f3) = (
+        rest.find("f-1").unwrap(),
+        rest.find("f-2").unwrap(),
+        rest.find("f-3").unwrap(),
+    );
+    // f-3 is refused at once; f-1 and f-2 are acked when their delay is over.
+    assert!(f3 < f1 && f1 < f2, "{rest}");
+    raw.until_closed();
+    assert!(emu.wait_until(WAIT, |l| l.connections[0].closed));
+    let c = &emu.ledger().connections[0];
+    assert_eq!(c.acked, ["f-1", "f-2"]);
+    assert_eq!(
+        c.nacked,
+        [("f-3".to_string(), NackCode::ConnectionDraining)]
+    );
+    assert!(c.drained);
+}
