@@ -10,6 +10,8 @@
 pub mod client;
 mod config;
 mod connection;
+#[cfg(feature = "emulator")]
+pub mod emulator;
 mod error;
 pub mod event;
 mod json;
@@ -31,3 +33,6 @@ pub use event::{
 };
 pub use message::{Message, Notification, Priority};
 pub use transport::SetTimeout;
+
+#[cfg(feature = "emulator")]
+pub use emulator::Emulator;

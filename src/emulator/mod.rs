@@ -1,0 +1,888 @@
+//! A local CCS server for tests, demos and users' own tests (cargo feature `emulator`).
+//!
+//! [`Emulator`] is a real server: a [`TcpListener`] wrapped with a native-tls acceptor, one
+//! thread per connection, speaking the CCS wire protocol (PROTOCOL.md §3-§14) and validating
+//! what clients send as CCS does. Tests script it while it runs (rejected tokens, transient
+//! NACKs, delayed ACKs, upstream injection, draining, abrupt drops, raw bytes) and read back a
+//! [`Ledger`] of everything it saw.
+//!
+//! ```
+//! use fcm_xmpp::Emulator;
+//! let emu = Emulator::start("123456789012", "test-server-key")?;
+//! let config = emu.client_config(); // endpoint, credentials and the emulator's test CA
+//! assert_eq!(config.endpoint.port, emu.addr().port());
+//! assert!(emu.connections().is_empty());
+//! emu.shutdown();
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! # What it does like CCS
+//! TLS from the first byte with a committed self-signed certificate for `localhost` and
+//! `127.0.0.1` ([`Emulator::cert_pem`]); stream headers with 16-hex-digit ids; SASL PLAIN in
+//! the encodings CCS accepted (anything else gets `not-authorized`, bad base64
+//! `incorrect-encoding`); bind appends 8 hex digits to the resource; session and XEP-0199 pings
+//! answered; ACK/NACK/control as prefixed `data:gcm` without attributes; upstream and receipts
+//! from `devices@gcm.googleapis.com` with `type="normal"`; stanza error 400 for a missing
+//! `message_id` and 406 for an ACK of something not delivered on that connection; INVALID_JSON
+//! NACKs for invalid fields; un-acked upstream and receipts redelivered on a later connection;
+//! draining; whitespace keepalives.
+//!
+//! # Resource use
+//! One thread per connection (at most [`EmulatorBuilder::max_connections`]), reading with a
+//! 5 ms timeout so it can also run timers and script commands. Per-connection buffers are
+//! bounded: the stanza size limit for input, one read block's answers for output, at most
+//! [`MAX_DELAYED`] held-back answers and [`WINDOW`] un-acked upstream messages in flight.
+//! What grows with traffic is data a test asked for: the [`Ledger`] keeps every message id
+//! until the emulator is dropped (switch that off with [`EmulatorBuilder::record_ids`]), and
+//! upstream messages and receipts wait, un-acked, until a client acks them. The observer
+//! channel is unbounded: read it, or do not install one.
+//!
+//! # Not emulated
+//! Real delivery to devices (every valid message is ACKed unless a script says otherwise),
+//! `registration_id` canonical-token hints in ACKs, topics and notification keys as
+//! anything but opaque targets, TTL expiry of stored upstream messages, rate limits
+//! (script them with [`Emulator::reject_token`] or [`Emulator::transient_nacks`]), and
+//! the X-OAUTH2 / X-GOOGLE-TOKEN mechanisms (offered, and accepted with the same
+//! `\0user\0key` payload as PLAIN).
+
+mod ledger;
+mod outbound;
+mod script;
+mod session;
+mod shared;
+mod wire;
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use native_tls::{Identity, TlsAcceptor};
+
+use crate::config::{Config, Endpoint};
+use crate::event::NackCode;
+
+pub use ledger::{ConnLedger, Ledger};
+
+use outbound::OutKind;
+use script::{ScriptCell, TransientRule};
+use shared::{accept_loop, lock, Command, Settings, Shared, State};
+
+/// The emulator's certificate (PEM), self-signed, for `localhost` and `127.0.0.1`.
+const CERT_PEM: &[u8] = include_bytes!("testdata/cert.pem");
+/// The matching private key (PKCS#8 PEM). Public on purpose: it protects nothing.
+const KEY_PEM: &[u8] = include_bytes!("testdata/key.pem");
+
+/// Most answers a connection holds back under [`Emulator::set_ack_delay`]; a client that
+/// pushes past this (ten times the CCS window) gets a `policy-violation` stream error.
+pub const MAX_DELAYED: usize = 1000;
+
+/// The CCS limit of pending downstream messages per connection (PROTOCOL.md §10).
+pub const WINDOW: usize = 100;
+
+/// Identifies one connection to the emulator (numbered from 1 in order of acceptance).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(pub u64);
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "conn#{}", self.0)
+    }
+}
+
+/// How the emulator answered one downstream message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DownstreamOutcome {
+    /// ACKed.
+    Acked,
+    /// NACKed with this code.
+    Nacked(NackCode),
+    /// Never answered: the connection was dropped right after it arrived.
+    Dropped,
+}
+
+impl fmt::Display for DownstreamOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DownstreamOutcome::Acked => f.write_str("ack"),
+            DownstreamOutcome::Nacked(code) => write!(f, "nack {}", code.as_str()),
+            DownstreamOutcome::Dropped => f.write_str("dropped unanswered"),
+        }
+    }
+}
+
+/// Something that happened in the emulator, sent to the [`EmulatorBuilder::observer`].
+/// `Display` prints one readable line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EmulatorEvent {
+    /// A TCP connection was accepted.
+    Opened {
+        /// The new connection.
+        conn: ConnId,
+        /// The client's address.
+        peer: SocketAddr,
+    },
+    /// A connection authenticated and bound a resource.
+    Authenticated {
+        /// The connection.
+        conn: ConnId,
+        /// The full JID it was given.
+        jid: String,
+    },
+    /// SASL authentication was refused.
+    AuthFailed {
+        /// The connection.
+        conn: ConnId,
+        /// The SASL failure condition and why.
+        reason: String,
+    },
+    /// A connection ended.
+    Closed {
+        /// The connection.
+        conn: ConnId,
+        /// Why it ended.
+        reason: String,
+    },
+    /// A downstream message was answered (or dropped unanswered).
+    Downstream {
+        /// The connection it arrived on.
+        conn: ConnId,
+        /// Its `message_id`.
+        message_id: String,
+        /// Its `to` (or `condition`); empty if the message was invalid before that was known.
+        target: String,
+        /// The answer.
+        outcome: DownstreamOutcome,
+    },
+    /// A stanza error was sent.
+    StanzaError {
+        /// The connection.
+        conn: ConnId,
+        /// The stanza `id` it echoes.
+        id: Option<String>,
+        /// 400 (bad request) or 406 (ack not acceptable).
+        code: u16,
+        /// Why.
+        reason: String,
+    },
+    /// A downstream message arrived while 100 or more were already pending.
+    WindowViolation {
+        /// The connection.
+        conn: ConnId,
+        /// How many were pending, this one included.
+        pending: usize,
+    },
+    /// An upstream message was written to a connection.
+    UpstreamSent {
+        /// The connection.
+        conn: ConnId,
+        /// The upstream `message_id`.
+        message_id: String,
+    },
+    /// The client acked an upstream message.
+    UpstreamAcked {
+        /// The connection.
+        conn: ConnId,
+        /// The upstream `message_id`.
+        message_id: String,
+    },
+    /// A delivery receipt was written to a connection.
+    ReceiptSent {
+        /// The connection.
+        conn: ConnId,
+        /// The receipt id (`dr2:...`).
+        message_id: String,
+    },
+    /// The client acked a delivery receipt.
+    ReceiptAcked {
+        /// The connection.
+        conn: ConnId,
+        /// The receipt id (`dr2:...`).
+        message_id: String,
+    },
+    /// Draining started: control `CONNECTION_DRAINING` sent.
+    DrainStarted {
+        /// The connection.
+        conn: ConnId,
+    },
+}
+
+impl fmt::Display for EmulatorEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EmulatorEvent::Opened { conn, peer } => write!(f, "{conn} opened from {peer}"),
+            EmulatorEvent::Authenticated { conn, jid } => {
+                write!(f, "{conn} authenticated as {jid}")
+            }
+            EmulatorEvent::AuthFailed { conn, reason } => {
+                write!(f, "{conn} authentication refused: {reason}")
+            }
+            EmulatorEvent::Closed { conn, reason } => write!(f, "{conn} closed: {reason}"),
+            EmulatorEvent::Downstream {
+                conn,
+                message_id,
+                target,
+                outcome,
+            } => write!(
+                f,
+                "{conn} downstream {message_id:?} to {target:?}: {outcome}"
+            ),
+            EmulatorEvent::StanzaError {
+                conn,
+                id,
+                code,
+                reason,
+            } => match id {
+                Some(id) => write!(f, "{conn} stanza error {code} for id {id:?}: {reason}"),
+                None => write!(f, "{conn} stanza error {code}: {reason}"),
+            },
+            EmulatorEvent::WindowViolation { conn, pending } => write!(
+                f,
+                "{conn} window violation: {pending} downstream messages pending (limit {WINDOW})"
+            ),
+            EmulatorEvent::UpstreamSent { conn, message_id } => {
+                write!(f, "{conn} upstream {message_id:?} sent")
+            }
+            EmulatorEvent::UpstreamAcked { conn, message_id } => {
+                write!(f, "{conn} upstream {message_id:?} acked")
+            }
+            EmulatorEvent::ReceiptSent { conn, message_id } => {
+                write!(f, "{conn} receipt {message_id:?} sent")
+            }
+            EmulatorEvent::ReceiptAcked { conn, message_id } => {
+                write!(f, "{conn} receipt {message_id:?} acked")
+            }
+            EmulatorEvent::DrainStarted { conn } => {
+                write!(f, "{conn} draining (CONNECTION_DRAINING sent)")
+            }
+        }
+    }
+}
+
+/// Configures and starts an [`Emulator`].
+#[derive(Debug, Clone)]
+pub struct EmulatorBuilder {
+    sender_id: String,
+    server_key: String,
+    bind: SocketAddr,
+    keepalive: Duration,
+    drain_grace: Duration,
+    handshake_timeout: Duration,
+    category: String,
+    record_ids: bool,
+    max_stanza_size: usize,
+    max_connections: usize,
+    observer: Option<Sender<EmulatorEvent>>,
+}
+
+impl Default for EmulatorBuilder {
+    fn default() -> Self {
+        EmulatorBuilder {
+            sender_id: "123456789012".to_string(),
+            server_key: "emulator-server-key".to_string(),
+            bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            keepalive: Duration::from_secs(30),
+            drain_grace: Duration::from_millis(200),
+            handshake_timeout: Duration::from_secs(30),
+            category: "com.example.app".to_string(),
+            record_ids: true,
+            max_stanza_size: 64 * 1024,
+            max_connections: 1000,
+            observer: None,
+        }
+    }
+}
+
+impl EmulatorBuilder {
+    /// The sender id clients must authenticate as. Default `123456789012`.
+    pub fn sender_id(mut self, sender_id: impl Into<String>) -> Self {
+        self.sender_id = sender_id.into();
+        self
+    }
+
+    /// The server key clients must present. Default `emulator-server-key`.
+    pub fn server_key(mut self, key: impl Into<String>) -> Self {
+        self.server_key = key.into();
+        self
+    }
+
+    /// Where to listen. Default `127.0.0.1:0` (a free port; see [`Emulator::addr`]).
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.bind = addr;
+        self
+    }
+
+    /// Write a single space after this long without writing anything. Default 30 s;
+    /// [`Duration::ZERO`] turns keepalives off.
+    pub fn keepalive_interval(mut self, interval: Duration) -> Self {
+        self.keepalive = interval;
+        self
+    }
+
+    /// How long a draining connection stays open after its last in-flight message was
+    /// answered. Default 200 ms.
+    pub fn drain_grace(mut self, grace: Duration) -> Self {
+        self.drain_grace = grace;
+        self
+    }
+
+    /// Close connections that have not bound a resource this long after they were accepted.
+    /// Default 30 s.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// The `category` (app package name) of receipts. Default `com.example.app`.
+    pub fn receipt_category(mut self, category: impl Into<String>) -> Self {
+        self.category = category.into();
+        self
+    }
+
+    /// Record every message id in the [`Ledger`] (default `true`). With `false` only counts
+    /// are kept, for benchmarks that push millions of messages.
+    pub fn record_ids(mut self, yes: bool) -> Self {
+        self.record_ids = yes;
+        self
+    }
+
+    /// The largest stanza accepted from a client (larger gets `policy-violation`).
+    /// Default 64 KiB.
+    pub fn max_stanza_size(mut self, bytes: usize) -> Self {
+        self.max_stanza_size = bytes;
+        self
+    }
+
+    /// Most connections open at once (one thread each); more are closed right after
+    /// accept. Default 1000, the GCM per-sender limit.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// Send every [`EmulatorEvent`] to this channel.
+    pub fn observer(mut self, tx: Sender<EmulatorEvent>) -> Self {
+        self.observer = Some(tx);
+        self
+    }
+
+    /// Binds the listener and starts accepting connections.
+    ///
+    /// # Errors
+    /// The bind error, or an `io::Error` if the TLS identity or a thread cannot be set up.
+    pub fn start(self) -> io::Result<Emulator> {
+        let identity = Identity::from_pkcs8(CERT_PEM, KEY_PEM).map_err(io::Error::other)?;
+        let acceptor = TlsAcceptor::new(identity).map_err(io::Error::other)?;
+        let listener = TcpListener::bind(self.bind)?;
+        let addr = listener.local_addr()?;
+        let settings = Settings {
+            sender_id: self.sender_id,
+            server_key: self.server_key,
+            keepalive: Some(self.keepalive).filter(|d| !d.is_zero()),
+            drain_grace: self.drain_grace,
+            handshake_timeout: self.handshake_timeout,
+            category: self.category,
+            record_ids: self.record_ids,
+            max_stanza_size: self.max_stanza_size.max(1024),
+            max_connections: self.max_connections,
+            poll: Duration::from_millis(5),
+        };
+        let shared = Arc::new(Shared {
+            settings,
+            acceptor,
+            stop: AtomicBool::new(false),
+            script: ScriptCell::default(),
+            state: Mutex::new(State::default()),
+            observer: self.observer,
+            threads: Mutex::new(Vec::new()),
+            upstream_seq: AtomicU64::new(0),
+        });
+        let accept_shared = Arc::clone(&shared);
+        let acceptor_thread = thread::Builder::new()
+            .name("fcm-emu-accept".to_string())
+            .spawn(move || accept_loop(listener, accept_shared))?;
+        log::info!("ccs emulator listening on {addr}");
+        Ok(Emulator {
+            addr,
+            shared,
+            acceptor_thread: Mutex::new(Some(acceptor_thread)),
+        })
+    }
+}
+
+/// A running local CCS server. Dropping it shuts it down (see [`Emulator::shutdown`]).
+///
+/// Every method takes `&self` and may be called from any thread while clients are connected.
+#[derive(Debug)]
+pub struct Emulator {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    acceptor_thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Emulator {
+    /// A builder with the defaults (listen on `127.0.0.1:0`, sender `123456789012`).
+    pub fn builder() -> EmulatorBuilder {
+        EmulatorBuilder::default()
+    }
+
+    /// Starts an emulator on `127.0.0.1:0` for `sender_id` and `server_key`.
+    ///
+    /// # Errors
+    /// As [`EmulatorBuilder::start`].
+    pub fn start(sender_id: impl Into<String>, server_key: impl Into<String>) -> io::Result<Self> {
+        Emulator::builder()
+            .sender_id(sender_id)
+            .server_key(server_key)
+            .start()
+    }
+
+    /// The emulator's certificate (PEM): trust it as a root to connect
+    /// ([`Config::add_root_pem`]). Self-signed, for `localhost` and `127.0.0.1`, valid
+    /// 2000-2100. Its private key is committed in the crate: trust it in tests only.
+    pub fn cert_pem() -> &'static [u8] {
+        CERT_PEM
+    }
+
+    /// The address the listener is bound to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The endpoint to dial: `127.0.0.1:PORT` (`localhost:PORT` for an IPv6 listener), a
+    /// name the certificate covers.
+    pub fn endpoint(&self) -> Endpoint {
+        let host = if self.addr.is_ipv4() {
+            "127.0.0.1"
+        } else {
+            "localhost"
+        };
+        Endpoint::new(host, self.addr.port())
+    }
+
+    /// The sender id clients must authenticate as.
+    pub fn sender_id(&self) -> &str {
+        &self.shared.settings.sender_id
+    }
+
+    /// A client [`Config`] for this emulator: endpoint, sender id, server key and the
+    /// emulator's certificate as an extra root.
+    pub fn client_config(&self) -> Config {
+        Config::new(
+            self.shared.settings.sender_id.clone(),
+            self.shared.settings.server_key.clone(),
+        )
+        .endpoint(self.endpoint())
+        .add_root_pem(Emulator::cert_pem())
+    }
+
+    // -- scripting ------------------------------------------------------------------------
+
+    /// Messages to `token` get a NACK with `code` (from now on, on every connection).
+    pub fn reject_token(&self, token: impl Into<String>, code: NackCode) {
+        let token = token.into();
+        self.shared.script.update(|s| {
+            s.reject.insert(token, code);
+        });
+    }
+
+    /// Undoes [`Emulator::reject_token`] for `token`.
+    pub fn allow_token(&self, token: &str) {
+        self.shared.script.update(|s| {
+            s.reject.remove(token);
+        });
+    }
+
+    /// A downstream message whose id matches `pred` is NACKed with `code` the first `times`
+    /// times it arrives (counted per message id, across connections), then handled
+    /// normally. Rules are checked in the order they were added, before token rules.
+    pub fn transient_nacks(
+        &self,
+        pred: impl Fn(&str) -> bool + Send + Sync + 'static,
+        times: u32,
+        code: NackCode,
+    ) {
+        let rule = Arc::new(TransientRule::new(Box::new(pred), times, code));
+        self.shared.script.update(|s| s.transient.push(rule));
+    }
+
+    /// Hold answers (ACK, NACK and the receipt after an ACK) to downstream messages back
+    /// this long. Connections keep reading meanwhile. `Duration::ZERO` answers at once.
+    pub fn set_ack_delay(&self, delay: Duration) {
+        self.shared.script.update(|s| s.ack_delay = delay);
+    }
+
+    /// Every connection, open now or later, drops abruptly (TCP close, no
+    /// `</stream:stream>`) right after it has received `k` message stanzas since it bound,
+    /// leaving the `k`-th unanswered. `None` turns this off.
+    pub fn drop_every(&self, k: Option<usize>) {
+        self.shared.script.update(|s| s.drop_every = k);
+    }
+
+    /// Clears every scripted rule: rejected tokens, transient NACKs, ack delay, `drop_every`.
+    pub fn reset_script(&self) {
+        self.shared
+            .script
+            .update(|s| *s = script::Script::default());
+    }
+
+    /// Injects an upstream message from device `from` (app `category`) with `data`, and
+    /// returns its `message_id`. It goes to one live authenticated connection (round-robin;
+    /// if there is none, to the next one that binds), is kept until the client ACKs it on
+    /// that connection, and is redelivered on another connection if that one ends first.
+    pub fn inject_upstream(&self, from: &str, category: &str, data: &[(&str, &str)]) -> String {
+        let n = self.shared.upstream_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let id = format!("up-{n}");
+        let json = wire::upstream_event(&id, from, category, data).to_json();
+        let mut st = self.shared.state();
+        st.outbound
+            .add(id.clone(), OutKind::Upstream, Arc::from(json), None);
+        st.dispatch_waiting();
+        id
+    }
+
+    /// Drains connection `conn`: control `CONNECTION_DRAINING`, then a `CONNECTION_DRAINING`
+    /// NACK for every new downstream message, while answers for earlier messages still go
+    /// out and upstream ACKs are accepted; then `</stream:stream>` and close once nothing is
+    /// in flight and the drain grace has passed. False if `conn` is not live.
+    pub fn drain(&self, conn: ConnId) -> bool {
+        let mut st = self.shared.state();
+        match st.sessions.get_mut(&conn) {
+            Some(e) if e.ready => {
+                e.draining = true;
+                e.ctl.push(Command::Drain);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Drains every live authenticated connection.
+    pub fn drain_all(&self) {
+        let mut st = self.shared.state();
+        for e in st.sessions.values_mut().filter(|e| e.ready) {
+            e.draining = true;
+            e.ctl.push(Command::Drain);
+        }
+    }
+
+    /// Every connection open now drops abruptly (TCP close, no `</stream:stream>`) right
+    /// after it receives `k` more message stanzas, leaving the last one unanswered.
+    /// `k == 0` drops them at once.
+    pub fn drop_after(&self, k: usize) {
+        let st = self.shared.state();
+        for e in st.sessions.values() {
+            e.ctl.push(Command::DropAfter(k));
+        }
+    }
+
+    /// Drops connection `conn` at once (TCP close, nothing more written). False if it is
+    /// not open.
+    pub fn drop_now(&self, conn: ConnId) -> bool {
+        self.command(conn, Command::DropNow)
+    }
+
+    /// Writes `bytes` to connection `conn` as they are (garbage, oversized stanzas, stream
+    /// errors...). False if it is not open.
+    pub fn send_raw(&self, conn: ConnId, bytes: impl Into<Vec<u8>>) -> bool {
+        self.command(conn, Command::Raw(bytes.into()))
+    }
+
+    fn command(&self, conn: ConnId, cmd: Command) -> bool {
+        let st = self.shared.state();
+        match st.sessions.get(&conn) {
+            Some(e) => {
+                e.ctl.push(cmd);
+                true
+            }
+            None => false,
+        }
+    }
+
+    // -- observation ----------------------------------------------------------------------
+
+    /// Live authenticated connections, in order of creation (draining ones included).
+    pub fn connections(&self) -> Vec<ConnId> {
+        let st = self.shared.state();
+        st.sessions
+            .iter()
+            .filter(|(_, e)| e.ready)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// A snapshot of everything recorded so far. Costs a copy of the recorded ids
+    /// (about a millisecond per 10,000 messages).
+    pub fn ledger(&self) -> Ledger {
+        let (ledgers, upstream_unacked, connections_accepted, auth_failures) = {
+            let st = self.shared.state();
+            (
+                st.ledgers.clone(),
+                st.outbound.unacked_ids(),
+                st.accepted,
+                st.auth_failures,
+            )
+        };
+        let mut connections: Vec<ConnLedger> = ledgers.iter().map(|l| lock(l).snapshot()).collect();
+        connections.sort_by_key(|c| c.id);
+        Ledger {
+            connections,
+            upstream_unacked,
+            connections_accepted,
+            auth_failures,
+        }
+    }
+
+    /// Polls the ledger every few milliseconds until `pred` holds or `timeout` passes;
+    /// returns whether it held.
+    pub fn wait_until(&self, timeout: Duration, mut pred: impl FnMut(&Ledger) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if pred(&self.ledger()) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits until at least `n` authenticated connections are live; returns whether that
+    /// happened within `timeout`.
+    pub fn wait_for_connections(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.connections().len() >= n {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Stops accepting, ends every connection (`</stream:stream>` where the client still
+    /// reads, TCP close otherwise) and joins all threads, within about a second even with
+    /// stuck clients. Idempotent; [`Drop`] calls it. The ledger stays readable.
+    pub fn shutdown(&self) {
+        if self.shared.stop.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // Wake the blocking accept() with a connection of our own.
+        let wake = match self.addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => {
+                SocketAddr::from((Ipv4Addr::LOCALHOST, self.addr.port()))
+            }
+            IpAddr::V6(ip) if ip.is_unspecified() => {
+                SocketAddr::from((Ipv6Addr::LOCALHOST, self.addr.port()))
+            }
+            _ => self.addr,
+        };
+        let woke = TcpStream::connect_timeout(&wake, Duration::from_secs(1)).is_ok();
+        if let Some(handle) = lock(&self.acceptor_thread).take() {
+            if woke {
+                let _ = handle.join();
+            } else {
+                log::warn!("ccs emulator: could not wake the accept thread; leaving it");
+            }
+        }
+        // Sessions see the stop flag within one poll and close politely; force the rest.
+        let deadline = Instant::now() + Duration::from_millis(500);
+        loop {
+            let all_done = lock(&self.shared.threads).iter().all(|h| h.is_finished());
+            if all_done || Instant::now() >= deadline {
+                break;
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+        for e in self.shared.state().sessions.values() {
+            if let Some(tcp) = &e.tcp {
+                let _ = tcp.shutdown(std::net::Shutdown::Both);
+            }
+        }
+        let handles = std::mem::take(&mut *lock(&self.shared.threads));
+        for h in handles {
+            let _ = h.join();
+        }
+        log::info!("ccs emulator on {} shut down", self.addr);
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shared::{Command, SessionEntry, State};
+    use super::*;
+
+    #[test]
+    fn handle_types_are_thread_safe() {
+        fn check<T: Send + Sync>() {}
+        check::<Emulator>();
+        check::<Ledger>();
+        check::<EmulatorEvent>();
+        check::<EmulatorBuilder>();
+    }
+
+    #[test]
+    fn identity_loads_and_cert_is_pem() {
+        assert!(Emulator::cert_pem().starts_with(b"-----BEGIN CERTIFICATE-----"));
+        assert!(KEY_PEM.starts_with(b"-----BEGIN PRIVATE KEY-----"));
+        Identity::from_pkcs8(CERT_PEM, KEY_PEM).unwrap();
+        native_tls::Certificate::from_pem(CERT_PEM).unwrap();
+    }
+
+    #[test]
+    fn start_and_shutdown_quickly() {
+        let emu = Emulator::start("42", "k").unwrap();
+        assert!(emu.addr().ip().is_loopback());
+        assert_ne!(emu.addr().port(), 0);
+        assert_eq!(emu.endpoint().host, "127.0.0.1");
+        let c = emu.client_config();
+        assert_eq!(c.sender_id, "42");
+        assert_eq!(c.extra_root_pems.len(), 1);
+        let t = Instant::now();
+        emu.shutdown();
+        emu.shutdown();
+        assert!(t.elapsed() < Duration::from_secs(2));
+    }
+
+    fn tls_connect(emu: &Emulator, host: &str) -> Result<native_tls::TlsStream<TcpStream>, String> {
+        let connector = native_tls::TlsConnector::builder()
+            .add_root_certificate(native_tls::Certificate::from_pem(Emulator::cert_pem()).unwrap())
+            .build()
+            .unwrap();
+        let tcp = TcpStream::connect(emu.addr()).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        tcp.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+        connector.connect(host, tcp).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn certificate_verifies_for_ip_and_localhost_only() {
+        let emu = Emulator::start("1", "k").unwrap();
+        tls_connect(&emu, "127.0.0.1").unwrap();
+        tls_connect(&emu, "localhost").unwrap();
+        let err = tls_connect(&emu, "gcm.googleapis.com").unwrap_err();
+        assert!(
+            err.contains("certificate") || err.contains("hostname"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn plaintext_client_is_dropped_and_server_keeps_serving() {
+        use std::io::{Read, Write};
+        let emu = Emulator::start("1", "k").unwrap();
+        let mut tcp = TcpStream::connect(emu.addr()).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        tcp.write_all(b"<stream:stream to='gcm.googleapis.com' version='1.0'>")
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let t = Instant::now();
+        // The server answers with a TLS alert (first byte 0x15) or just closes.
+        loop {
+            match tcp.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => assert_eq!(buf[0], 0x15, "{:?}", &buf[..n]),
+            }
+        }
+        assert!(t.elapsed() < Duration::from_secs(4));
+        tls_connect(&emu, "127.0.0.1").unwrap();
+        assert_eq!(emu.ledger().connections_accepted, 2);
+    }
+
+    #[test]
+    fn display_lines() {
+        let e = EmulatorEvent::Downstream {
+            conn: ConnId(3),
+            message_id: "m-1".into(),
+            target: "tok".into(),
+            outcome: DownstreamOutcome::Nacked(NackCode::BadRegistration),
+        };
+        assert_eq!(
+            e.to_string(),
+            r#"conn#3 downstream "m-1" to "tok": nack BAD_REGISTRATION"#
+        );
+        let e = EmulatorEvent::Authenticated {
+            conn: ConnId(1),
+            jid: "1@gcm.googleapis.com/rAB".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "conn#1 authenticated as 1@gcm.googleapis.com/rAB"
+        );
+        assert!(!EmulatorEvent::DrainStarted { conn: ConnId(2) }
+            .to_string()
+            .contains('\n'));
+    }
+
+    #[test]
+    fn round_robin_skips_draining_and_unready() {
+        let mut st = State::default();
+        for (id, ready, draining) in [
+            (1, true, false),
+            (2, false, false),
+            (3, true, true),
+            (4, true, false),
+        ] {
+            st.sessions.insert(
+                ConnId(id),
+                SessionEntry {
+                    ctl: Arc::default(),
+                    tcp: None,
+                    ready,
+                    draining,
+                },
+            );
+        }
+        let picks: Vec<u64> = (0..4).map(|_| st.pick_session().unwrap().0).collect();
+        assert_eq!(picks, [1, 4, 1, 4]);
+    }
+
+    #[test]
+    fn waiting_upstream_spread_over_sessions() {
+        let mut st = State::default();
+        for id in [1, 2] {
+            st.sessions.insert(
+                ConnId(id),
+                SessionEntry {
+                    ctl: Arc::default(),
+                    tcp: None,
+                    ready: true,
+                    draining: false,
+                },
+            );
+        }
+        for n in 0..3 {
+            st.outbound
+                .add(format!("u{n}"), OutKind::Upstream, Arc::from("{}"), None);
+        }
+        st.dispatch_waiting();
+        let got = |st: &State, id: u64| -> Vec<String> {
+            st.sessions[&ConnId(id)]
+                .ctl
+                .take()
+                .into_iter()
+                .map(|c| match c {
+                    Command::Deliver(i) => i.id,
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+        };
+        assert_eq!(got(&st, 1), ["u0", "u2"]);
+        assert_eq!(got(&st, 2), ["u1"]);
+    }
+}

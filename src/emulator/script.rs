@@ -1,0 +1,188 @@
+//! Test scripting: rules that change how the emulator answers downstream messages.
+//!
+//! The rules live in one immutable [`Script`] snapshot behind an `Arc`; every change builds a
+//! new snapshot and bumps a version counter. Sessions compare the counter once per loop (one
+//! atomic load) and take the new snapshot only when it moved, so the hot path takes no lock.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::event::NackCode;
+
+/// `transient_nacks`: NACK a matching message id with `code` the first `times` times it
+/// arrives (counted per message id, across connections), then let it through.
+pub(crate) struct TransientRule {
+    pred: Box<dyn Fn(&str) -> bool + Send + Sync>,
+    times: u32,
+    code: NackCode,
+    seen: Mutex<HashMap<String, u32>>,
+}
+
+impl TransientRule {
+    pub(crate) fn new(
+        pred: Box<dyn Fn(&str) -> bool + Send + Sync>,
+        times: u32,
+        code: NackCode,
+    ) -> Self {
+        TransientRule {
+            pred,
+            times,
+            code,
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The NACK code if this arrival of `message_id` is to be refused.
+    fn take(&self, message_id: &str) -> Option<NackCode> {
+        if self.times == 0 || !(self.pred)(message_id) {
+            return None;
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let n = seen.entry(message_id.to_string()).or_insert(0);
+        if *n < self.times {
+            *n += 1;
+            Some(self.code.clone())
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Debug for TransientRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TransientRule")
+            .field("times", &self.times)
+            .field("code", &self.code)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One snapshot of every scripted rule.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Script {
+    /// Tokens whose messages are NACKed with the given code.
+    pub reject: HashMap<String, NackCode>,
+    /// Transient NACK rules, checked in the order they were added.
+    pub transient: Vec<Arc<TransientRule>>,
+    /// How long answers to downstream messages are held back.
+    pub ack_delay: Duration,
+    /// Every connection drops after this many message stanzas.
+    pub drop_every: Option<usize>,
+}
+
+impl Script {
+    /// The scripted NACK for this arrival of a downstream message, if any: transient rules
+    /// first (they model server trouble), then token rules.
+    pub(crate) fn nack_for(&self, message_id: &str, target: &str) -> Option<NackCode> {
+        for rule in &self.transient {
+            if let Some(code) = rule.take(message_id) {
+                return Some(code);
+            }
+        }
+        if self.reject.is_empty() {
+            return None;
+        }
+        self.reject.get(target).cloned()
+    }
+}
+
+/// The shared, versioned holder of the current [`Script`].
+#[derive(Debug, Default)]
+pub(crate) struct ScriptCell {
+    current: Mutex<Arc<Script>>,
+    version: AtomicU64,
+}
+
+impl ScriptCell {
+    /// The current version (cheap; compare before calling [`ScriptCell::snapshot`]).
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// The current snapshot and its version.
+    pub(crate) fn snapshot(&self) -> (Arc<Script>, u64) {
+        let guard = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        (Arc::clone(&guard), self.version.load(Ordering::Acquire))
+    }
+
+    /// Applies `change` to a copy of the current script and publishes it.
+    pub(crate) fn update(&self, change: impl FnOnce(&mut Script)) {
+        let mut guard = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = Script::clone(&guard);
+        change(&mut next);
+        *guard = Arc::new(next);
+        self.version.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_counts_per_id_then_lets_through() {
+        let cell = ScriptCell::default();
+        cell.update(|s| {
+            s.transient.push(Arc::new(TransientRule::new(
+                Box::new(|id: &str| id.starts_with("t-")),
+                2,
+                NackCode::ServiceUnavailable,
+            )))
+        });
+        let (script, v) = cell.snapshot();
+        assert_eq!(v, 1);
+        assert_eq!(
+            script.nack_for("t-1", "tok"),
+            Some(NackCode::ServiceUnavailable)
+        );
+        assert_eq!(
+            script.nack_for("t-2", "tok"),
+            Some(NackCode::ServiceUnavailable)
+        );
+        assert_eq!(
+            script.nack_for("t-1", "tok"),
+            Some(NackCode::ServiceUnavailable)
+        );
+        assert_eq!(script.nack_for("t-1", "tok"), None);
+        assert_eq!(script.nack_for("x-1", "tok"), None);
+        // A later snapshot shares the counters.
+        cell.update(|s| s.ack_delay = Duration::from_millis(1));
+        let (script2, v2) = cell.snapshot();
+        assert_eq!(v2, 2);
+        assert_eq!(
+            script2.nack_for("t-2", "tok"),
+            Some(NackCode::ServiceUnavailable)
+        );
+        assert_eq!(script2.nack_for("t-2", "tok"), None);
+    }
+
+    #[test]
+    fn token_rules_after_transient() {
+        let cell = ScriptCell::default();
+        cell.update(|s| {
+            s.reject.insert("dead".into(), NackCode::DeviceUnregistered);
+            s.transient.push(Arc::new(TransientRule::new(
+                Box::new(|_: &str| true),
+                1,
+                NackCode::InternalServerError,
+            )));
+        });
+        let (script, _) = cell.snapshot();
+        assert_eq!(
+            script.nack_for("m", "dead"),
+            Some(NackCode::InternalServerError)
+        );
+        assert_eq!(
+            script.nack_for("m", "dead"),
+            Some(NackCode::DeviceUnregistered)
+        );
+        assert_eq!(
+            script.nack_for("n", "live"),
+            Some(NackCode::InternalServerError)
+        );
+        assert_eq!(script.nack_for("n", "live"), None);
+    }
+}

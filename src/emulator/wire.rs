@@ -1,0 +1,624 @@
+//! What the emulator writes on the wire, byte for byte as CCS did (PROTOCOL.md §3, §4, §7, §9),
+//! plus SASL PLAIN decoding and the random ids CCS hands out. Pure functions, no I/O. JSON
+//! payloads are the crate's own [`Event`] values written by `Event::write_json`.
+
+use std::collections::hash_map::RandomState;
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+
+use crate::event::{Control, ControlKind, Event, Receipt, StanzaError, Upstream};
+use crate::xml::{escape_attr, escape_text, write_element};
+
+pub(crate) const NS_CLIENT: &str = "jabber:client";
+pub(crate) const NS_STREAM: &str = "http://etherx.jabber.org/streams";
+pub(crate) const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
+pub(crate) const NS_BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
+pub(crate) const NS_SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
+pub(crate) const NS_GCM: &str = "google:mobile:data";
+pub(crate) const NS_PING: &str = "urn:xmpp:ping";
+pub(crate) const NS_ROSTER: &str = "jabber:iq:roster";
+
+/// The domain CCS uses in `from` when the client did not name one.
+pub(crate) const DEFAULT_DOMAIN: &str = "gcm.googleapis.com";
+
+/// The text CCS puts in the 400 stanza error for a downstream message without `message_id`.
+pub(crate) const MISSING_ID_TEXT: &str =
+    "InvalidJson: JSON_PARSING_ERROR : Missing Required Field: message_id\n";
+
+/// A fresh pseudo-random number: a per-process random seed (std's `RandomState`) hashed with a
+/// counter and the clock. Unpredictable enough for stream ids; not for cryptography.
+pub(crate) fn random_u64() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut h = RandomState::new().build_hasher();
+    h.write_u64(n);
+    h.write_u64(nanos);
+    h.finish()
+}
+
+/// A stream id as CCS sends it: 16 upper-case hex characters.
+pub(crate) fn stream_id() -> String {
+    format!("{:016X}", random_u64())
+}
+
+/// The suffix CCS appends to the proposed resource: 8 upper-case hex characters.
+pub(crate) fn resource_suffix() -> String {
+    format!("{:08X}", random_u64() as u32)
+}
+
+/// Milliseconds since the Unix epoch (for receipts' `message_sent_timestamp`).
+pub(crate) fn epoch_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// SASL PLAIN
+// ---------------------------------------------------------------------------------------------
+
+/// The three parts of a SASL PLAIN message (RFC 4616): `authzid \0 authcid \0 password`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Plain {
+    pub authzid: String,
+    pub authcid: String,
+    pub password: String,
+}
+
+/// Why a PLAIN payload could not be decoded; each maps to a SASL failure condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PlainError {
+    /// Not one unbroken line of padded standard base64 (`incorrect-encoding`).
+    IncorrectEncoding,
+    /// Decoded, but not `authzid\0authcid\0password` in UTF-8 (`malformed-request`).
+    Malformed,
+}
+
+impl PlainError {
+    /// The SASL failure condition element name.
+    pub(crate) fn condition(self) -> &'static str {
+        match self {
+            PlainError::IncorrectEncoding => "incorrect-encoding",
+            PlainError::Malformed => "malformed-request",
+        }
+    }
+}
+
+/// Decodes the text of `<auth mechanism="PLAIN">`. Any whitespace, including a line break or
+/// a trailing newline, is `incorrect-encoding`, as CCS answered a client whose base64 library
+/// wrapped lines (PROTOCOL.md §13).
+pub(crate) fn decode_plain(b64: &str) -> Result<Plain, PlainError> {
+    if b64.is_empty() || b64.bytes().any(|b| b.is_ascii_whitespace()) {
+        return Err(PlainError::IncorrectEncoding);
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|_| PlainError::IncorrectEncoding)?;
+    let text = String::from_utf8(raw).map_err(|_| PlainError::Malformed)?;
+    let mut parts = text.split('\0');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(authzid), Some(authcid), Some(password), None) => Ok(Plain {
+            authzid: authzid.to_string(),
+            authcid: authcid.to_string(),
+            password: password.to_string(),
+        }),
+        _ => Err(PlainError::Malformed),
+    }
+}
+
+/// The user domains CCS accepted after `SENDER@` (PROTOCOL.md §3).
+const USER_DOMAINS: [&str; 2] = ["gcm.googleapis.com", "fcm.googleapis.com"];
+
+fn is_sender_jid(s: &str, sender_id: &str) -> bool {
+    match s.split_once('@') {
+        Some((user, domain)) => user == sender_id && USER_DOMAINS.contains(&domain),
+        None => false,
+    }
+}
+
+/// True if `plain` carries `sender_id` and `server_key` in one of the encodings CCS accepted:
+/// `\0SENDER@gcm.googleapis.com\0KEY`, `\0SENDER@fcm.googleapis.com\0KEY`, or xmpppy's
+/// `SENDER@gcm.googleapis.com\0SENDER\0KEY`.
+pub(crate) fn credentials_ok(plain: &Plain, sender_id: &str, server_key: &str) -> bool {
+    if plain.password != server_key || sender_id.is_empty() {
+        return false;
+    }
+    if plain.authzid.is_empty() {
+        is_sender_jid(&plain.authcid, sender_id)
+    } else {
+        is_sender_jid(&plain.authzid, sender_id) && plain.authcid == sender_id
+    }
+}
+
+/// Encodes a PLAIN payload (for tests and the raw client test).
+#[cfg(test)]
+pub(crate) fn encode_plain(authzid: &str, authcid: &str, password: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(format!("{authzid}\0{authcid}\0{password}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON: built as the crate's `Event` values and written by `Event::write_json`
+// ---------------------------------------------------------------------------------------------
+
+/// The id of the receipt for `original_id`: `dr2:<original>`.
+pub(crate) fn receipt_id(original_id: &str) -> String {
+    format!("dr2:{original_id}")
+}
+
+/// The receipt CCS sends once a downstream message reached the device (PROTOCOL.md §7).
+pub(crate) fn receipt_event(original_id: &str, token: &str, category: &str, sent_ms: u64) -> Event {
+    Event::Receipt(Receipt {
+        message_id: receipt_id(original_id),
+        from: DEFAULT_DOMAIN.to_string(),
+        original_message_id: original_id.to_string(),
+        status: "MESSAGE_SENT_TO_DEVICE".to_string(),
+        device_registration_id: Some(token.to_string()),
+        sent_timestamp: Some(sent_ms),
+        category: Some(category.to_string()),
+    })
+}
+
+/// An upstream message from a device (no `message_type`).
+pub(crate) fn upstream_event(
+    message_id: &str,
+    from: &str,
+    category: &str,
+    data: &[(&str, &str)],
+) -> Event {
+    Event::Upstream(Upstream {
+        from: from.to_string(),
+        category: Some(category.to_string()),
+        message_id: message_id.to_string(),
+        data: data
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
+        time_to_live: None,
+    })
+}
+
+/// The control message announcing draining (no `message_id`).
+pub(crate) fn draining_event() -> Event {
+    Event::Control(Control {
+        kind: ControlKind::ConnectionDraining,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stanzas
+// ---------------------------------------------------------------------------------------------
+
+/// The server's stream header: `from` = the client's `to`, a fresh `id`.
+pub(crate) fn stream_header(out: &mut String, from: &str, id: &str) {
+    out.push_str("<stream:stream from=\"");
+    escape_attr(from, out);
+    out.push_str("\" id=\"");
+    escape_attr(id, out);
+    out.push_str(
+        "\" version=\"1.0\" xmlns:stream=\"http://etherx.jabber.org/streams\" \
+         xmlns=\"jabber:client\">",
+    );
+}
+
+/// Features before authentication: the three mechanisms CCS offered.
+pub(crate) const SASL_FEATURES: &str = "<stream:features>\
+<mechanisms xmlns=\"urn:ietf:params:xml:ns:xmpp-sasl\">\
+<mechanism>X-OAUTH2</mechanism><mechanism>X-GOOGLE-TOKEN</mechanism>\
+<mechanism>PLAIN</mechanism></mechanisms></stream:features>";
+
+/// Features after authentication: bind and session.
+pub(crate) const BIND_FEATURES: &str = "<stream:features>\
+<bind xmlns=\"urn:ietf:params:xml:ns:xmpp-bind\"/>\
+<session xmlns=\"urn:ietf:params:xml:ns:xmpp-session\"/></stream:features>";
+
+/// SASL success.
+pub(crate) const SASL_SUCCESS: &str = "<success xmlns=\"urn:ietf:params:xml:ns:xmpp-sasl\"/>";
+
+/// The end of the server's stream.
+pub(crate) const STREAM_END: &str = "</stream:stream>";
+
+/// `<failure xmlns="urn:ietf:params:xml:ns:xmpp-sasl"><CONDITION/></failure>`.
+pub(crate) fn sasl_failure(out: &mut String, condition: &str) {
+    out.push_str("<failure xmlns=\"urn:ietf:params:xml:ns:xmpp-sasl\"><");
+    out.push_str(condition);
+    out.push_str("/></failure>");
+}
+
+/// `<stream:error><CONDITION xmlns="urn:ietf:params:xml:ns:xmpp-streams"/>[<text>]</stream:error>`.
+pub(crate) fn stream_error(out: &mut String, condition: &str, text: Option<&str>) {
+    out.push_str("<stream:error><");
+    out.push_str(condition);
+    out.push_str(" xmlns=\"urn:ietf:params:xml:ns:xmpp-streams\"/>");
+    if let Some(text) = text {
+        out.push_str("<text xmlns=\"urn:ietf:params:xml:ns:xmpp-streams\">");
+        escape_text(text, out);
+        out.push_str("</text>");
+    }
+    out.push_str("</stream:error>");
+}
+
+fn opt_attr(out: &mut String, name: &str, value: Option<&str>) {
+    if let Some(v) = value {
+        out.push(' ');
+        out.push_str(name);
+        out.push_str("=\"");
+        escape_attr(v, out);
+        out.push('"');
+    }
+}
+
+/// `<iq type="result" id=ID [to=TO] [from=FROM]/>` (session result, ping pong).
+pub(crate) fn iq_result(out: &mut String, id: Option<&str>, to: Option<&str>, from: Option<&str>) {
+    out.push_str("<iq type=\"result\"");
+    opt_attr(out, "id", id);
+    opt_attr(out, "to", to);
+    opt_attr(out, "from", from);
+    out.push_str("/>");
+}
+
+/// The bind result carrying the full JID.
+pub(crate) fn bind_result(out: &mut String, id: Option<&str>, jid: &str) {
+    out.push_str("<iq type=\"result\"");
+    opt_attr(out, "id", id);
+    out.push_str("><bind xmlns=\"urn:ietf:params:xml:ns:xmpp-bind\"><jid>");
+    escape_text(jid, out);
+    out.push_str("</jid></bind></iq>");
+}
+
+/// `<iq type="error" id=ID><error type=TYPE><CONDITION xmlns=stanzas/></error></iq>`.
+pub(crate) fn iq_error(out: &mut String, id: Option<&str>, error_type: &str, condition: &str) {
+    out.push_str("<iq type=\"error\"");
+    opt_attr(out, "id", id);
+    out.push_str("><error type=\"");
+    out.push_str(error_type);
+    out.push_str("\"><");
+    out.push_str(condition);
+    out.push_str(" xmlns=\"urn:ietf:params:xml:ns:xmpp-stanzas\"/></error></iq>");
+}
+
+/// ACK, NACK and control: `<message><data:gcm xmlns:data="google:mobile:data">JSON</data:gcm>
+/// </message>`, prefixed, no `id`, no `type` (observed wire form).
+pub(crate) fn data_gcm_message(out: &mut String, json: &str) {
+    out.push_str("<message><data:gcm xmlns:data=\"google:mobile:data\">");
+    escape_text(json, out);
+    out.push_str("</data:gcm></message>");
+}
+
+/// Upstream and receipts: `<message to="SENDER@gcm.googleapis.com"
+/// from="devices@gcm.googleapis.com" type="normal"><gcm xmlns="google:mobile:data">JSON</gcm>
+/// </message>`.
+pub(crate) fn upstream_message(out: &mut String, sender_id: &str, json: &str) {
+    out.push_str("<message to=\"");
+    escape_attr(sender_id, out);
+    out.push_str(
+        "@gcm.googleapis.com\" from=\"devices@gcm.googleapis.com\" type=\"normal\">\
+         <gcm xmlns=\"google:mobile:data\">",
+    );
+    escape_text(json, out);
+    out.push_str("</gcm></message>");
+}
+
+/// A stanza error as CCS sent it (PROTOCOL.md §9), built by [`StanzaError::to_stanza`]:
+/// `<message id=.. type="error" to=JID>[<gcm>echoed payload</gcm>]<error code=.. type="modify">
+/// <CONDITION xmlns=stanzas/>[<text>]</error></message>`.
+pub(crate) fn stanza_error(
+    out: &mut String,
+    id: Option<&str>,
+    to: &str,
+    code: u16,
+    condition: &str,
+    payload: Option<&str>,
+    text: Option<&str>,
+) {
+    let error = StanzaError {
+        id: id.map(str::to_string),
+        message_id: None,
+        code: Some(code),
+        error_type: Some("modify".to_string()),
+        condition: condition.to_string(),
+        text: text.map(str::to_string),
+    };
+    let mut el = error.to_stanza(payload);
+    if !to.is_empty() {
+        el.set_attr("to", to);
+    }
+    write_element(&el, NS_CLIENT, out);
+}
+
+/// Stanza error 400 bad-request for a downstream message CCS could not read: echoes the stanza
+/// `id` and the `<gcm>` payload.
+pub(crate) fn stanza_error_400(
+    out: &mut String,
+    id: Option<&str>,
+    to: &str,
+    payload: Option<&str>,
+    text: &str,
+) {
+    stanza_error(out, id, to, 400, "bad-request", payload, Some(text));
+}
+
+/// Stanza error 406 not-acceptable for an ACK of a message not delivered on this connection.
+pub(crate) fn stanza_error_406(out: &mut String, id: Option<&str>, to: &str) {
+    stanza_error(out, id, to, 406, "not-acceptable", None, None);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_have_ccs_format() {
+        let a = stream_id();
+        let b = stream_id();
+        assert_eq!(a.len(), 16);
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(&c)),
+            "{a}"
+        );
+        assert_ne!(a, b);
+        let s = resource_suffix();
+        assert_eq!(s.len(), 8);
+        assert!(
+            s.bytes()
+                .all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(&c)),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn plain_three_encodings_accepted() {
+        for (z, c) in [
+            ("", "123@gcm.googleapis.com"),
+            ("", "123@fcm.googleapis.com"),
+            ("123@gcm.googleapis.com", "123"),
+            ("123@fcm.googleapis.com", "123"),
+        ] {
+            let p = decode_plain(&encode_plain(z, c, "key")).unwrap();
+            assert_eq!((p.authzid.as_str(), p.authcid.as_str()), (z, c));
+            assert!(credentials_ok(&p, "123", "key"), "{z:?} {c:?}");
+        }
+    }
+
+    #[test]
+    fn plain_wrong_credentials_refused() {
+        for (z, c, k) in [
+            ("", "123@gcm.googleapis.com", "wrong"),
+            ("", "999@gcm.googleapis.com", "key"),
+            ("", "123@fcm-xmpp.googleapis.com", "key"),
+            ("", "123", "key"),
+            ("", "123@gcm.googleapis.com/res", "key"),
+            ("123@gcm.googleapis.com", "999", "key"),
+            ("123", "123", "key"),
+            ("other@gcm.googleapis.com", "123@gcm.googleapis.com", "key"),
+            ("", "", ""),
+        ] {
+            let p = decode_plain(&encode_plain(z, c, k)).unwrap();
+            assert!(!credentials_ok(&p, "123", "key"), "{z:?} {c:?} {k:?}");
+        }
+    }
+
+    #[test]
+    fn plain_encoding_errors() {
+        let good = encode_plain("", "123@gcm.googleapis.com", "key");
+        let (a, b) = good.split_at(8);
+        for bad in [
+            format!("{a}\n{b}"),
+            format!("{a}\r\n{b}"),
+            format!("{good}\n"),
+            format!(" {good}"),
+            "not base64!".to_string(),
+            String::new(),
+            good.trim_end_matches('=').to_string() + "x",
+        ] {
+            assert_eq!(
+                decode_plain(&bad),
+                Err(PlainError::IncorrectEncoding),
+                "{bad:?}"
+            );
+        }
+        let two_parts = base64::engine::general_purpose::STANDARD.encode("a\0b");
+        assert_eq!(decode_plain(&two_parts), Err(PlainError::Malformed));
+        let four_parts = base64::engine::general_purpose::STANDARD.encode("a\0b\0c\0d");
+        assert_eq!(decode_plain(&four_parts), Err(PlainError::Malformed));
+        let not_utf8 = base64::engine::general_purpose::STANDARD.encode([0xff, 0, 0x41, 0, 0x42]);
+        assert_eq!(decode_plain(&not_utf8), Err(PlainError::Malformed));
+        assert_eq!(
+            PlainError::IncorrectEncoding.condition(),
+            "incorrect-encoding"
+        );
+    }
+
+    // -- stanzas parse back through the crate's own reader and model ------------------------
+
+    use crate::event::{Ack, Nack, NackCode};
+    use crate::xml::{Element, Packet, ReaderLimits, StanzaReader};
+
+    /// Parses `stanza` as the first stanza of a server stream.
+    fn parse(stanza: &str) -> Element {
+        let mut header = String::new();
+        stream_header(&mut header, DEFAULT_DOMAIN, &stream_id());
+        let mut reader = StanzaReader::new(ReaderLimits::default());
+        reader.feed(header.as_bytes());
+        reader.feed(stanza.as_bytes());
+        match reader.next_packet() {
+            Ok(Some(Packet::StreamStart(h))) => {
+                assert!(h.is("stream", NS_STREAM));
+                assert_eq!(h.attr("from"), Some(DEFAULT_DOMAIN));
+                assert_eq!(h.attr("id").map(str::len), Some(16));
+            }
+            other => panic!("{other:?}"),
+        }
+        match reader.next_packet() {
+            Ok(Some(Packet::Stanza(el))) => el,
+            other => panic!("{other:?} for {stanza}"),
+        }
+    }
+
+    fn event_of(stanza: &str) -> Event {
+        Event::from_stanza(&parse(stanza)).unwrap().unwrap()
+    }
+
+    #[test]
+    fn ack_and_nack_in_observed_form() {
+        let ack = Event::Ack(Ack {
+            message_id: "m<1>".into(),
+            from: Some("tok&en".into()),
+            registration_id: None,
+        });
+        let mut out = String::new();
+        data_gcm_message(&mut out, &ack.to_json());
+        assert!(
+            out.starts_with("<message><data:gcm xmlns:data=\"google:mobile:data\">{"),
+            "{out}"
+        );
+        assert!(
+            out.contains("m&lt;1&gt;") && out.contains("tok&amp;en"),
+            "{out}"
+        );
+        let el = parse(&out);
+        assert!(el.attrs().is_empty(), "no id, no type: {out}");
+        assert_eq!(event_of(&out), ack);
+
+        let nack = Event::Nack(Nack {
+            message_id: "m-2".into(),
+            from: Some("tok".into()),
+            code: NackCode::DeviceMessageRateExceeded,
+            description: Some("slow down".into()),
+        });
+        out.clear();
+        data_gcm_message(&mut out, &nack.to_json());
+        assert_eq!(event_of(&out), nack);
+
+        out.clear();
+        data_gcm_message(&mut out, &draining_event().to_json());
+        assert!(event_of(&out).is_connection_draining(), "{out}");
+    }
+
+    #[test]
+    fn upstream_and_receipt_in_observed_form() {
+        let up = upstream_event("up-1", "dev", "com.example", &[("k", "a & <b>")]);
+        let mut out = String::new();
+        upstream_message(&mut out, "123", &up.to_json());
+        assert!(
+            out.starts_with(
+                "<message to=\"123@gcm.googleapis.com\" from=\"devices@gcm.googleapis.com\" \
+                 type=\"normal\"><gcm xmlns=\"google:mobile:data\">"
+            ),
+            "{out}"
+        );
+        match event_of(&out) {
+            Event::Upstream(u) => {
+                assert_eq!((u.message_id.as_str(), u.from.as_str()), ("up-1", "dev"));
+                assert_eq!(u.category.as_deref(), Some("com.example"));
+                assert_eq!(u.data.get("k").map(String::as_str), Some("a & <b>"));
+            }
+            other => panic!("{other:?}"),
+        }
+
+        out.clear();
+        let receipt = receipt_event("m-3", "tok", "com.example", 1_430_277_821_658);
+        upstream_message(&mut out, "123", &receipt.to_json());
+        assert!(
+            out.contains("\"message_sent_timestamp\":\"1430277821658\""),
+            "{out}"
+        );
+        match event_of(&out) {
+            Event::Receipt(r) => {
+                assert_eq!(r.message_id, "dr2:m-3");
+                assert_eq!(r.from, "gcm.googleapis.com");
+                assert_eq!(r.original_message_id, "m-3");
+                assert_eq!(r.status, "MESSAGE_SENT_TO_DEVICE");
+                assert_eq!(r.device_registration_id.as_deref(), Some("tok"));
+                assert_eq!(r.sent_timestamp, Some(1_430_277_821_658));
+                assert_eq!(r.category.as_deref(), Some("com.example"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn stanza_errors_400_and_406() {
+        let mut out = String::new();
+        let payload = r#"{"to":"tok","data":{"k":"<&>"}}"#;
+        stanza_error_400(
+            &mut out,
+            Some("s-1"),
+            "1@gcm.googleapis.com/r",
+            Some(payload),
+            MISSING_ID_TEXT,
+        );
+        let el = parse(&out);
+        assert_eq!(el.attr("to"), Some("1@gcm.googleapis.com/r"));
+        assert_eq!(el.child("gcm", NS_GCM).unwrap().text(), payload);
+        match Event::from_stanza(&el).unwrap().unwrap() {
+            Event::StanzaError(e) => {
+                assert_eq!(e.id.as_deref(), Some("s-1"));
+                assert_eq!(e.code, Some(400));
+                assert_eq!(e.error_type.as_deref(), Some("modify"));
+                assert_eq!(e.condition, "bad-request");
+                assert_eq!(e.text.as_deref(), Some(MISSING_ID_TEXT));
+            }
+            other => panic!("{other:?}"),
+        }
+        out.clear();
+        stanza_error_406(&mut out, Some("a-1"), "1@gcm.googleapis.com/r");
+        let el = parse(&out);
+        assert!(el.child("gcm", NS_GCM).is_none());
+        match Event::from_stanza(&el).unwrap().unwrap() {
+            Event::StanzaError(e) => {
+                assert_eq!(e.id.as_deref(), Some("a-1"));
+                assert_eq!(e.code, Some(406));
+                assert_eq!(e.condition, "not-acceptable");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn handshake_stanzas_parse() {
+        let features = parse(SASL_FEATURES);
+        let mechs = features.child("mechanisms", NS_SASL).unwrap();
+        let names: Vec<String> = mechs.children().map(Element::text).collect();
+        assert_eq!(names, ["X-OAUTH2", "X-GOOGLE-TOKEN", "PLAIN"]);
+        let features = parse(BIND_FEATURES);
+        assert!(features.child("bind", NS_BIND).is_some());
+        assert!(features.child("session", NS_SESSION).is_some());
+        assert!(parse(SASL_SUCCESS).is("success", NS_SASL));
+        let mut out = String::new();
+        sasl_failure(&mut out, "not-authorized");
+        let f = parse(&out);
+        assert!(f.is("failure", NS_SASL) && f.child("not-authorized", NS_SASL).is_some());
+        out.clear();
+        bind_result(&mut out, Some("b1"), "1@gcm.googleapis.com/r0A1B2C3D");
+        let iq = parse(&out);
+        let jid = iq
+            .child("bind", NS_BIND)
+            .unwrap()
+            .child("jid", NS_BIND)
+            .unwrap();
+        assert_eq!(jid.text(), "1@gcm.googleapis.com/r0A1B2C3D");
+        out.clear();
+        iq_result(&mut out, Some("p7"), None, Some(DEFAULT_DOMAIN));
+        assert_eq!(
+            out,
+            "<iq type=\"result\" id=\"p7\" from=\"gcm.googleapis.com\"/>"
+        );
+        out.clear();
+        stream_error(&mut out, "invalid-xml", Some("a < b"));
+        let e = parse(&out);
+        assert!(e.is("error", NS_STREAM));
+        assert!(e
+            .child("invalid-xml", "urn:ietf:params:xml:ns:xmpp-streams")
+            .is_some());
+    }
+}
