@@ -165,6 +165,26 @@ pub struct Keepalive {
     pub dead_after: Duration,
 }
 
+impl Keepalive {
+    /// Sets [`Keepalive::whitespace_after`] (`None`: never).
+    pub fn whitespace_after(mut self, d: Option<Duration>) -> Self {
+        self.whitespace_after = d;
+        self
+    }
+
+    /// Sets [`Keepalive::ping_after`] (`None`: never).
+    pub fn ping_after(mut self, d: Option<Duration>) -> Self {
+        self.ping_after = d;
+        self
+    }
+
+    /// Sets [`Keepalive::dead_after`].
+    pub fn dead_after(mut self, d: Duration) -> Self {
+        self.dead_after = d;
+        self
+    }
+}
+
 impl Default for Keepalive {
     fn default() -> Self {
         Keepalive {
@@ -266,6 +286,12 @@ impl Config {
     /// Sets the handshake timeout.
     pub fn handshake_timeout(mut self, t: Option<Duration>) -> Self {
         self.timeouts.handshake = t;
+        self
+    }
+
+    /// Sets the close timeout.
+    pub fn close_timeout(mut self, t: Option<Duration>) -> Self {
+        self.timeouts.close = t;
         self
     }
 

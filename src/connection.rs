@@ -1,7 +1,7 @@
 //! One authenticated CCS connection: send downstream messages, receive typed
 //! events, ack upstream messages and receipts, keep the pending count.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -51,6 +51,8 @@ pub struct Connection<S> {
     ping: Option<(u64, Instant)>,
     ping_seq: u64,
     json: String,
+    /// Stanzas that arrived during the handshake, handled before reading more.
+    early: VecDeque<Element>,
 }
 
 impl<S> fmt::Debug for Connection<S> {
@@ -88,7 +90,7 @@ impl<S: Read + Write + SetTimeout> Connection<S> {
     pub fn from_stream(stream: S, config: &Config) -> Result<Self> {
         config.validate()?;
         let mut io = XmppStream::new(stream, config);
-        let jid = stream::handshake(&mut io, config)?;
+        let (jid, early) = stream::handshake(&mut io, config)?;
         io.stream.set_write_timeout(config.timeouts.write)?;
         Ok(Connection {
             io,
@@ -102,6 +104,7 @@ impl<S: Read + Write + SetTimeout> Connection<S> {
             ping: None,
             ping_seq: 0,
             json: String::with_capacity(1024),
+            early: early.into(),
         })
     }
 
@@ -341,6 +344,11 @@ impl<S: Read + Write + SetTimeout> Connection<S> {
     }
 
     fn recv_until(&mut self, deadline: Option<Instant>) -> Result<Option<Event>> {
+        while let Some(el) = self.early.pop_front() {
+            if let Some(e) = self.handle_packet(Packet::Stanza(el))? {
+                return Ok(Some(e));
+            }
+        }
         loop {
             if self.io.has_unflushed() {
                 self.io.flush()?;
@@ -470,6 +478,11 @@ impl<S: Read + Write + SetTimeout> Connection<S> {
     /// in time is not an error: the socket is closed anyway.
     pub fn close(mut self) -> Result<Vec<Event>> {
         let mut events = Vec::new();
+        while let Some(el) = self.early.pop_front() {
+            if let Ok(Some(e)) = self.handle_packet(Packet::Stanza(el)) {
+                events.push(e);
+            }
+        }
         if self.io.is_closed() {
             return Ok(events);
         }
@@ -569,6 +582,37 @@ mod tests {
         assert_eq!(conn.get_ref().written_str(), expected);
         // One write per handshake step, never one per fragment.
         assert_eq!(conn.get_ref().writes, 5);
+    }
+
+    #[test]
+    fn stanzas_before_the_bind_and_session_answers_are_kept() {
+        let up = "<message type=\"normal\"><gcm xmlns=\"google:mobile:data\">{\"message_id\":\"up-early\",\"from\":\"DEV\",\"data\":{}}</gcm></message>";
+        let rc = "<message type=\"normal\"><gcm xmlns=\"google:mobile:data\">{\"message_type\":\"receipt\",\"message_id\":\"dr2:m\",\"from\":\"gcm.googleapis.com\",\"data\":{\"message_status\":\"MESSAGE_SENT_TO_DEVICE\",\"original_message_id\":\"m\"}}</gcm></message>";
+        let script = [
+            HEADER,
+            SASL_FEATURES,
+            SUCCESS,
+            HEADER,
+            BIND_FEATURES,
+            up,
+            BIND_RESULT,
+            rc,
+            SESSION_RESULT,
+        ]
+        .concat();
+        let mut conn =
+            Connection::from_stream(MockStream::new(script).at_end(AtEnd::Silent), &config())
+                .unwrap();
+        let a = conn
+            .recv_event(Some(Duration::from_millis(50)))
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.message_id(), Some("up-early"));
+        let b = conn
+            .recv_event(Some(Duration::from_millis(50)))
+            .unwrap()
+            .unwrap();
+        assert_eq!(b.message_id(), Some("dr2:m"));
     }
 
     #[test]

@@ -328,11 +328,15 @@ pub(crate) fn stream_error(el: &Element) -> Error {
     }
 }
 
-/// Runs the whole client handshake; returns the bound JID.
+/// Runs the whole client handshake; returns the bound JID and the stanzas
+/// that arrived while it waited for the bind and session answers (CCS sends
+/// waiting upstream messages and receipts right after bind: they must reach
+/// the caller, never be dropped).
 pub(crate) fn handshake<S: Read + Write + SetTimeout>(
     io: &mut XmppStream<S>,
     config: &Config,
-) -> Result<String> {
+) -> Result<(String, Vec<Element>)> {
+    let mut early = Vec::new();
     let deadline = config.timeouts.handshake.map(|t| Instant::now() + t);
     io.stream.set_write_timeout(config.timeouts.handshake)?;
 
@@ -421,7 +425,7 @@ pub(crate) fn handshake<S: Read + Write + SetTimeout>(
     let jid = loop {
         let el = io.handshake_stanza(deadline, "bind result")?;
         if !el.is("iq", NS_CLIENT) || el.attr("id") != Some("bind1") {
-            log::debug!("ignoring <{}> while waiting for bind", el.name());
+            early.push(el);
             continue;
         }
         match el.attr("type") {
@@ -454,7 +458,7 @@ pub(crate) fn handshake<S: Read + Write + SetTimeout>(
         loop {
             let el = io.handshake_stanza(deadline, "session result")?;
             if !el.is("iq", NS_CLIENT) || el.attr("id") != Some("sess1") {
-                log::debug!("ignoring <{}> while waiting for session", el.name());
+                early.push(el);
                 continue;
             }
             if el.attr("type") != Some("result") {
@@ -467,7 +471,7 @@ pub(crate) fn handshake<S: Read + Write + SetTimeout>(
         }
     }
     log::info!("connected as {jid}");
-    Ok(jid)
+    Ok((jid, early))
 }
 
 fn unexpected(expected: &'static str, el: &Element) -> Error {
