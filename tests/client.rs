@@ -85,16 +85,20 @@ fn ten_thousand_messages_survive_drops_draining_and_throttling() {
     let mut drained_at = None;
     let ok = seen.collect(&mut events, Duration::from_secs(90), |s| {
         let done = s.outcome_count();
+        let lost = s.count_other(|e| matches!(e, ClientEvent::Lost { .. }));
+        // A fault is only scripted once the previous one was seen and a
+        // connection is up, so none lands between connections.
+        let live = !emu.connections().is_empty();
         match step {
-            0 if done >= 1_500 => {
+            0 if done >= 1_500 && live => {
                 emu.drop_after(20);
                 step = 1;
             }
-            1 if done >= 3_500 => {
+            1 if done >= 3_500 && lost >= 1 && live => {
                 emu.drop_after(5);
                 step = 2;
             }
-            2 if done >= 5_500 => {
+            2 if done >= 5_500 && lost >= 2 && live => {
                 emu.set_ack_delay(Duration::from_millis(150));
                 thread::sleep(Duration::from_millis(20));
                 emu.drain_all();
@@ -105,7 +109,7 @@ fn ten_thousand_messages_survive_drops_draining_and_throttling() {
                 emu.set_ack_delay(Duration::ZERO);
                 step = 4;
             }
-            4 if done >= 8_000 => {
+            4 if done >= 8_000 && live => {
                 emu.drop_after(50);
                 step = 5;
             }
@@ -157,7 +161,7 @@ fn ten_thousand_messages_survive_drops_draining_and_throttling() {
     let drops = seen.count_other(|e| matches!(e, ClientEvent::Lost { .. }));
     assert!(drops >= 3, "expected the scripted drops, saw {drops}");
     assert!(
-        ledger.connections.len() >= 5,
+        ledger.connections.len() >= 4,
         "{} connections",
         ledger.connections.len()
     );
@@ -228,7 +232,7 @@ fn ten_thousand_messages_survive_drops_draining_and_throttling() {
     }
     assert!(checked >= 500, "only {checked} retries observed");
     eprintln!(
-        "fault test: {N} messages, {} connections, {drops} losses, {} resent, {} retried, max window {}, {} duplicates at the emulator",
+        "fault test: {N} messages, {} connections, {drops} losses, {} resent, {} retries checked against the backoff, max window {}, {} ids received more than once (retries + resends)",
         ledger.connections.len(),
         client_metrics_resent(&seen),
         checked,
