@@ -189,9 +189,8 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, frozen: Arc<AtomicBool>, stop: A
             if frozen.load(Ordering::Relaxed) {
                 // Hold the line open, forward nothing, until the other side gives up.
                 let mut probe = [0u8; 1];
-                match to.peek(&mut probe) {
-                    Ok(0) => break,
-                    _ => {}
+                if let Ok(0) = to.peek(&mut probe) {
+                    break;
                 }
                 thread::sleep(Duration::from_millis(20));
                 continue;
