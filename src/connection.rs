@@ -690,6 +690,17 @@ mod tests {
     }
 
     #[test]
+    fn the_key_is_never_sent_in_the_clear() {
+        let mut mock = MockStream::new(server_script());
+        mock.encrypted = false;
+        let err = Connection::from_stream(mock, &config()).unwrap_err();
+        assert!(
+            matches!(&err, Error::Tls(t) if t.kind() == crate::TlsErrorKind::NotTls),
+            "{err:?}"
+        );
+    }
+
+    #[test]
     fn no_plain_mechanism() {
         let features = "<stream:features><mechanisms xmlns=\"urn:ietf:params:xml:ns:xmpp-sasl\"><mechanism>X-OAUTH2</mechanism></mechanisms></stream:features>";
         let err = Connection::from_stream(MockStream::new([HEADER, features].concat()), &config())

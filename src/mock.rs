@@ -29,6 +29,8 @@ pub(crate) struct MockStream {
     pub(crate) read_timeout: Option<Duration>,
     /// Fail writes with this kind after this many bytes were written.
     pub(crate) fail_write_after: Option<(usize, io::ErrorKind)>,
+    /// What `is_encrypted` answers (true: the mock stands in for TLS).
+    pub(crate) encrypted: bool,
 }
 
 impl MockStream {
@@ -43,6 +45,7 @@ impl MockStream {
             nonblocking: false,
             read_timeout: None,
             fail_write_after: None,
+            encrypted: true,
         }
     }
 
@@ -110,5 +113,8 @@ impl SetTimeout for MockStream {
     fn set_nonblocking(&mut self, nonblocking: bool) -> io::Result<()> {
         self.nonblocking = nonblocking;
         Ok(())
+    }
+    fn is_encrypted(&self) -> bool {
+        self.encrypted
     }
 }

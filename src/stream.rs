@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 
 use crate::config::Config;
-use crate::error::{Error, Phase, ProtocolError, Result};
+use crate::error::{Error, Phase, ProtocolError, Result, TlsError, TlsErrorKind};
 use crate::transport::{is_timeout, SetTimeout};
 use crate::xml::{escape_attr, Element, Packet, ReaderLimits, StanzaReader};
 
@@ -203,7 +203,14 @@ impl<S: Read + Write + SetTimeout> XmppStream<S> {
     /// A packet already buffered, without touching the socket.
     pub(crate) fn next_buffered(&mut self) -> Result<Option<Packet>> {
         match self.reader.next_packet() {
-            Ok(p) => Ok(p),
+            Ok(p) => {
+                if log::log_enabled!(log::Level::Trace) {
+                    if let Some(p) = &p {
+                        trace_packet(p);
+                    }
+                }
+                Ok(p)
+            }
             Err(e) => {
                 self.closed = true;
                 Err(Error::Xml(e))
@@ -273,6 +280,27 @@ impl<S: Read + Write + SetTimeout> XmppStream<S> {
             "\" version=\"1.0\" xmlns=\"jabber:client\" xmlns:stream=\"http://etherx.jabber.org/streams\">",
         );
     }
+}
+
+/// Logs a received packet at trace level, as XML.
+fn trace_packet(p: &Packet) {
+    let mut text = String::new();
+    match p {
+        Packet::StreamStart(el) => {
+            text.push_str("<stream:stream");
+            for (k, v) in el.attrs() {
+                text.push(' ');
+                text.push_str(k);
+                text.push_str("=\"");
+                escape_attr(v, &mut text);
+                text.push('"');
+            }
+            text.push('>');
+        }
+        Packet::Stanza(el) => crate::xml::write_element(el, NS_CLIENT, &mut text),
+        Packet::StreamEnd => text.push_str("</stream:stream>"),
+    }
+    log::trace!("recv {} bytes: {text}", text.len());
 }
 
 /// The SASL PLAIN blob, base64 on one line: `\0SENDER@DOMAIN\0KEY`.
@@ -358,7 +386,14 @@ pub(crate) fn handshake<S: Read + Write + SetTimeout>(
         return Err(ProtocolError::NoPlainMechanism.into());
     }
 
-    // 2. SASL PLAIN.
+    // 2. SASL PLAIN, never in the clear.
+    if !io.stream.is_encrypted() {
+        return Err(TlsError::new(
+            TlsErrorKind::NotTls,
+            "refusing to send the server key over an unencrypted stream",
+        )
+        .into());
+    }
     let payload = plain_auth_payload(config);
     io.out()
         .push_str("<auth xmlns=\"urn:ietf:params:xml:ns:xmpp-sasl\" mechanism=\"PLAIN\">");

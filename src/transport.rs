@@ -21,6 +21,13 @@ pub trait SetTimeout {
     /// Switches nonblocking mode: reads return `WouldBlock` at once when no
     /// data is ready. Only used around reads; writes always block (bounded).
     fn set_nonblocking(&mut self, nonblocking: bool) -> io::Result<()>;
+
+    /// True if the stream is encrypted and authenticated (TLS). The handshake
+    /// refuses to send the server key over a stream that says `false`, so a
+    /// stream type wrapping another TLS library must return `true` here.
+    fn is_encrypted(&self) -> bool {
+        false
+    }
 }
 
 impl SetTimeout for TcpStream {
@@ -45,6 +52,9 @@ impl<S: SetTimeout + Read + Write> SetTimeout for TlsStream<S> {
     fn set_nonblocking(&mut self, nonblocking: bool) -> io::Result<()> {
         self.get_mut().set_nonblocking(nonblocking)
     }
+    fn is_encrypted(&self) -> bool {
+        true
+    }
 }
 
 impl<S: SetTimeout + ?Sized> SetTimeout for Box<S> {
@@ -56,6 +66,9 @@ impl<S: SetTimeout + ?Sized> SetTimeout for Box<S> {
     }
     fn set_nonblocking(&mut self, nonblocking: bool) -> io::Result<()> {
         (**self).set_nonblocking(nonblocking)
+    }
+    fn is_encrypted(&self) -> bool {
+        (**self).is_encrypted()
     }
 }
 
