@@ -260,10 +260,14 @@ impl LiveLedger {
                 }
             }
             LedgerOp::StanzaError => self.stanza_errors += 1,
-            LedgerOp::UpstreamSent(id) => self.upstream_sent.push(id),
-            LedgerOp::ReceiptSent(id) => self.receipts_sent.push(id),
-            LedgerOp::UpstreamAcked(id) => self.upstream_acked.push(id),
-            LedgerOp::ReceiptAcked(id) => self.receipts_acked.push(id),
+            LedgerOp::UpstreamSent(id) if self.record_ids => self.upstream_sent.push(id),
+            LedgerOp::ReceiptSent(id) if self.record_ids => self.receipts_sent.push(id),
+            LedgerOp::UpstreamAcked(id) if self.record_ids => self.upstream_acked.push(id),
+            LedgerOp::ReceiptAcked(id) if self.record_ids => self.receipts_acked.push(id),
+            LedgerOp::UpstreamSent(_)
+            | LedgerOp::ReceiptSent(_)
+            | LedgerOp::UpstreamAcked(_)
+            | LedgerOp::ReceiptAcked(_) => {}
             LedgerOp::UpstreamNacked(id) => self.upstream_nacked.push(id),
         }
     }

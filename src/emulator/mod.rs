@@ -345,8 +345,9 @@ impl EmulatorBuilder {
         self
     }
 
-    /// Record every message id in the [`Ledger`] (default `true`). With `false` only counts
-    /// are kept, for benchmarks that push millions of messages.
+    /// Record every message id in the [`Ledger`] (default `true`): downstream ids and
+    /// the upstream and receipt ids sent and acked. With `false` only counts are kept,
+    /// for benchmarks and soaks that push millions of messages.
     pub fn record_ids(mut self, yes: bool) -> Self {
         self.record_ids = yes;
         self
