@@ -135,6 +135,10 @@ pub struct Timeouts {
     pub connect: Option<Duration>,
     /// TLS plus XMPP handshake (stream, SASL, bind, session). Default 20 s.
     pub handshake: Option<Duration>,
+    /// The longest silence (not a byte, not even a whitespace keepalive) from
+    /// an established connection before it is declared dead, whatever the
+    /// keepalive pings do. Default 5 min.
+    pub read: Option<Duration>,
     /// One blocked write on an established connection. Default 30 s.
     pub write: Option<Duration>,
     /// Waiting for the server's `</stream:stream>` in `close`. Default 5 s.
@@ -146,6 +150,7 @@ impl Default for Timeouts {
         Timeouts {
             connect: Some(Duration::from_secs(10)),
             handshake: Some(Duration::from_secs(20)),
+            read: Some(Duration::from_secs(300)),
             write: Some(Duration::from_secs(30)),
             close: Some(Duration::from_secs(5)),
         }
@@ -292,6 +297,12 @@ impl Config {
     /// Sets the close timeout.
     pub fn close_timeout(mut self, t: Option<Duration>) -> Self {
         self.timeouts.close = t;
+        self
+    }
+
+    /// Sets the read (silence) timeout.
+    pub fn read_timeout(mut self, t: Option<Duration>) -> Self {
+        self.timeouts.read = t;
         self
     }
 

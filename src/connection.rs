@@ -45,6 +45,7 @@ pub struct Connection<S> {
     domain: String,
     keepalive: Keepalive,
     close_timeout: Option<Duration>,
+    read_timeout: Option<Duration>,
     max_pending: usize,
     pending: HashSet<String>,
     draining: bool,
@@ -98,6 +99,7 @@ impl<S: Read + Write + SetTimeout> Connection<S> {
             domain: config.domain.clone(),
             keepalive: config.keepalive,
             close_timeout: config.timeouts.close,
+            read_timeout: config.timeouts.read,
             max_pending: config.max_pending,
             pending: HashSet::with_capacity(config.max_pending),
             draining: false,
@@ -272,7 +274,7 @@ impl<S: Read + Write + SetTimeout> Connection<S> {
 
     /// Applies the keepalive policy: whitespace after write idleness, ping
     /// after read idleness, and an error once a ping went unanswered too
-    /// long. `recv_event` calls it; call it yourself if you hold the
+    /// long or the server stayed silent past `timeouts.read`. `recv_event` calls it; call it yourself if you hold the
     /// connection without reading.
     ///
     /// # Errors
@@ -280,6 +282,13 @@ impl<S: Read + Write + SetTimeout> Connection<S> {
     /// deadline (the connection is closed); write errors.
     pub fn tick(&mut self) -> Result<()> {
         let now = Instant::now();
+        if let Some(limit) = self.read_timeout {
+            if now.duration_since(self.io.last_read) >= limit {
+                log::info!("server silent for {limit:?}: connection dead");
+                self.io.mark_closed();
+                return Err(Error::Timeout(Phase::Read));
+            }
+        }
         if let Some((_, sent)) = self.ping {
             if now.duration_since(sent) >= self.keepalive.dead_after && self.io.last_read <= sent {
                 log::info!(
@@ -308,6 +317,9 @@ impl<S: Read + Write + SetTimeout> Connection<S> {
     fn next_tick(&self) -> Option<Instant> {
         let mut next: Option<Instant> = None;
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        if let Some(limit) = self.read_timeout {
+            consider(self.io.last_read + limit);
+        }
         if let Some((_, sent)) = self.ping {
             consider(sent + self.keepalive.dead_after);
         } else if let Some(after) = self.keepalive.ping_after {
@@ -975,6 +987,21 @@ mod tests {
             .get_ref()
             .written_str()
             .contains("<ping xmlns=\"urn:xmpp:ping\"/>"));
+        assert!(conn.is_closed());
+    }
+
+    #[test]
+    fn total_silence_past_the_read_timeout_is_dead() {
+        let ka = Keepalive::default().ping_after(None).whitespace_after(None);
+        let mock = MockStream::new(server_script()).at_end(AtEnd::Silent);
+        let cfg = config()
+            .keepalive(ka)
+            .read_timeout(Some(Duration::from_millis(60)));
+        let mut conn = Connection::from_stream(mock, &cfg).unwrap();
+        let t = Instant::now();
+        let err = conn.recv_event(None).unwrap_err();
+        assert!(matches!(err, Error::Timeout(Phase::Read)), "{err:?}");
+        assert!(t.elapsed() >= Duration::from_millis(50) && t.elapsed() < Duration::from_secs(2));
         assert!(conn.is_closed());
     }
 

@@ -11,7 +11,7 @@ use super::shared::{Entry, Shared};
 use super::{AckHandle, AckMode, ClientEvent, Rejection, ReturnReason};
 use crate::connection::{Connection, TlsTcpStream};
 use crate::error::{Error, TlsErrorKind};
-use crate::event::{Event, RetryClass};
+use crate::event::{Ack, Event, RetryClass};
 
 type Conn = Connection<TlsTcpStream>;
 
@@ -115,101 +115,105 @@ impl Link {
         Ok(())
     }
 
+    /// Final outcome: delivered.
+    fn deliver(&mut self, shared: &Shared, ack: Ack) {
+        match self.pending.remove(&ack.message_id) {
+            Some(e) => {
+                shared.counters.pending.fetch_sub(1, Ordering::Relaxed);
+                shared.counters.acked.fetch_add(1, Ordering::Relaxed);
+                self.events.push(ClientEvent::Delivered {
+                    message: e.message,
+                    ack,
+                });
+            }
+            None => log::debug!("ack for unknown message {}", ack.message_id),
+        }
+    }
+
+    /// Final outcome: rejected. The pending entry is found by `ids` in turn.
+    fn reject(&mut self, shared: &Shared, ids: [Option<&str>; 2], reason: Rejection) {
+        let entry = ids
+            .into_iter()
+            .flatten()
+            .find_map(|id| self.pending.remove(id));
+        match entry {
+            Some(e) => {
+                shared.counters.pending.fetch_sub(1, Ordering::Relaxed);
+                shared.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                self.events.push(ClientEvent::Rejected {
+                    message: e.message,
+                    reason,
+                });
+            }
+            None => log::warn!("rejection for no pending message: {reason:?}"),
+        }
+    }
+
     /// Applies one event: outcomes, retries, acks, and what to report.
     fn handle(&mut self, shared: &Shared, conn: &mut Conn, event: Event) -> crate::Result<()> {
         let c = &shared.counters;
         match event {
-            Event::Ack(ack) => match self.pending.remove(&ack.message_id) {
-                Some(e) => {
-                    c.pending.fetch_sub(1, Ordering::Relaxed);
-                    c.acked.fetch_add(1, Ordering::Relaxed);
-                    self.events.push(ClientEvent::Delivered {
-                        message: e.message,
-                        ack,
-                    });
-                }
-                None => log::debug!("ack for unknown message {}", ack.message_id),
-            },
+            Event::Ack(ack) => self.deliver(shared, ack),
             Event::Nack(nack) => {
                 shared.count_nack(nack.code.as_str());
+                let class = nack.code.retry_class();
+                let retryable = match class {
+                    RetryClass::Backoff | RetryClass::NewConnection => true,
+                    RetryClass::RateLimited => shared.cfg.rate_limited_retry.is_some(),
+                    _ => false,
+                };
+                if !retryable {
+                    if nack.code == crate::NackCode::BadAck {
+                        log::warn!(
+                            "BAD_ACK for {}: an ack we sent was malformed",
+                            nack.message_id
+                        );
+                    }
+                    let id = nack.message_id.clone();
+                    self.reject(shared, [Some(&id), None], Rejection::Nack(nack));
+                    return Ok(());
+                }
                 let Some(mut e) = self.pending.remove(&nack.message_id) else {
                     log::debug!("nack for unknown message {}", nack.message_id);
                     return Ok(());
                 };
                 c.pending.fetch_sub(1, Ordering::Relaxed);
-                let class = nack.code.retry_class();
-                let retry_at = match class {
-                    RetryClass::Backoff => Some(shared.cfg.retry_backoff.delay(e.attempts + 1)),
-                    RetryClass::NewConnection => Some(Duration::ZERO),
-                    RetryClass::RateLimited => shared.cfg.rate_limited_retry,
-                    _ => None,
-                };
-                match retry_at {
-                    Some(_) if e.attempts >= shared.cfg.max_retries => {
-                        log::info!("{} returned after {} retries", nack.message_id, e.attempts);
-                        c.returned.fetch_add(1, Ordering::Relaxed);
-                        self.events.push(ClientEvent::Returned {
-                            message: e.message,
-                            reason: ReturnReason::RetriesExhausted(nack.code),
-                        });
-                    }
-                    Some(delay) if delay.is_zero() => {
-                        // Draining: straight to the front of the queue, for a new connection.
-                        e.attempts += 1;
-                        c.retried.fetch_add(1, Ordering::Relaxed);
-                        shared.requeue_front(vec![e]);
-                    }
-                    Some(delay) => {
-                        log::debug!(
-                            "{} nacked {}: retry in {delay:?}",
+                if e.attempts >= shared.cfg.max_retries {
+                    log::info!("{} returned after {} retries", nack.message_id, e.attempts);
+                    c.returned.fetch_add(1, Ordering::Relaxed);
+                    self.events.push(ClientEvent::Returned {
+                        message: e.message,
+                        reason: ReturnReason::RetriesExhausted(nack.code),
+                    });
+                    return Ok(());
+                }
+                e.attempts += 1;
+                c.retried.fetch_add(1, Ordering::Relaxed);
+                match class {
+                    // Draining: straight to the front of the queue, for a new connection.
+                    RetryClass::NewConnection => shared.requeue_front(vec![e]),
+                    _ => {
+                        let delay = match shared.cfg.rate_limited_retry {
+                            Some(d) if class == RetryClass::RateLimited => d,
+                            _ => shared.cfg.retry_backoff.delay(e.attempts),
+                        };
+                        log::info!(
+                            "{} nacked {}: retry {} in {delay:?}",
                             nack.message_id,
-                            nack.code
+                            nack.code,
+                            e.attempts
                         );
-                        e.attempts += 1;
-                        c.retried.fetch_add(1, Ordering::Relaxed);
                         shared.schedule_retry(e, Instant::now() + delay);
-                    }
-                    None => {
-                        if nack.code == crate::NackCode::BadAck {
-                            log::warn!(
-                                "BAD_ACK from CCS for {}: an ack we sent was malformed",
-                                nack.message_id
-                            );
-                        }
-                        c.rejected.fetch_add(1, Ordering::Relaxed);
-                        self.events.push(ClientEvent::Rejected {
-                            message: e.message,
-                            reason: Rejection::Nack(nack),
-                        });
                     }
                 }
             }
             Event::StanzaError(err) => {
-                let entry = err
-                    .id
-                    .as_deref()
-                    .and_then(|id| self.pending.remove(id))
-                    .or_else(|| {
-                        err.message_id
-                            .as_deref()
-                            .and_then(|id| self.pending.remove(id))
-                    });
-                match entry {
-                    Some(e) => {
-                        c.pending.fetch_sub(1, Ordering::Relaxed);
-                        c.rejected.fetch_add(1, Ordering::Relaxed);
-                        self.events.push(ClientEvent::Rejected {
-                            message: e.message,
-                            reason: Rejection::StanzaError(err),
-                        });
-                    }
-                    None => log::warn!(
-                        "stanza error {} ({:?}) for no pending message: {:?}",
-                        err.condition,
-                        err.code,
-                        err.text
-                    ),
-                }
+                let (id, mid) = (err.id.clone(), err.message_id.clone());
+                self.reject(
+                    shared,
+                    [id.as_deref(), mid.as_deref()],
+                    Rejection::StanzaError(err),
+                );
             }
             Event::Upstream(_) | Event::Receipt(_) => {
                 let (to, id) = match event.ack_target() {
@@ -257,14 +261,8 @@ impl Link {
                     _ => {}
                 }
             }
-            Event::Control(ref ctl) => {
-                if ctl.kind == crate::ControlKind::ConnectionDraining {
-                    // Reported by the loop once it sees conn.is_draining().
-                } else {
-                    log::info!("unknown control message: {:?}", ctl.kind);
-                    self.events.push(ClientEvent::Other(event));
-                }
-            }
+            // Draining is reported by the loop once it sees `conn.is_draining()`.
+            Event::Control(ref ctl) if ctl.kind == crate::ControlKind::ConnectionDraining => {}
             other => {
                 log::info!("unhandled event: {other:?}");
                 self.events.push(ClientEvent::Other(other));
@@ -423,16 +421,27 @@ fn run_connection(shared: &Arc<Shared>, slot: usize, mut conn: Conn) -> Ended {
 fn close_gracefully(shared: &Shared, link: &mut Link, mut conn: Conn) {
     let _ = link.finish(shared, &mut conn);
     match conn.close() {
+        // The stream is gone: late acks and final rejections still settle
+        // their messages; a retryable NACK cannot be retried now, and upstream
+        // that arrives now cannot be acked (CCS will redeliver it).
         Ok(events) => {
-            // The connection is gone; acks can no longer be sent for upstream
-            // that arrived now, which CCS will redeliver.
             for ev in events {
                 match ev {
-                    Event::Upstream(_) | Event::Receipt(_) => {}
-                    ev => {
-                        let mut sink = NoAck;
-                        link.handle_closed(shared, &mut sink, ev);
+                    Event::Ack(ack) => link.deliver(shared, ack),
+                    Event::Nack(nack) if nack.code.retry_class() == RetryClass::Final => {
+                        shared.count_nack(nack.code.as_str());
+                        let id = nack.message_id.clone();
+                        link.reject(shared, [Some(&id), None], Rejection::Nack(nack));
                     }
+                    Event::StanzaError(err) => {
+                        let (id, mid) = (err.id.clone(), err.message_id.clone());
+                        link.reject(
+                            shared,
+                            [id.as_deref(), mid.as_deref()],
+                            Rejection::StanzaError(err),
+                        );
+                    }
+                    _ => {}
                 }
             }
         }
@@ -442,55 +451,6 @@ fn close_gracefully(shared: &Shared, link: &mut Link, mut conn: Conn) {
     shared.add_leftovers(left);
     shared.emit(&mut link.events);
     shared.unregister_conn(link.conn_id);
-}
-
-struct NoAck;
-
-impl Link {
-    /// `handle` for events that arrive after the stream is closed: outcomes only.
-    fn handle_closed(&mut self, shared: &Shared, _sink: &mut NoAck, ev: Event) {
-        match ev {
-            Event::Ack(_) | Event::Nack(_) | Event::StanzaError(_) => {
-                // No retries after close: a retryable nack goes to the leftovers.
-                let id = ev.message_id().map(str::to_string);
-                match ev {
-                    Event::Ack(ack) => {
-                        if let Some(e) = self.pending.remove(&ack.message_id) {
-                            shared.counters.pending.fetch_sub(1, Ordering::Relaxed);
-                            shared.counters.acked.fetch_add(1, Ordering::Relaxed);
-                            self.events.push(ClientEvent::Delivered {
-                                message: e.message,
-                                ack,
-                            });
-                        }
-                    }
-                    Event::Nack(nack) if nack.code.retry_class() == RetryClass::Final => {
-                        shared.count_nack(nack.code.as_str());
-                        if let Some(e) = self.pending.remove(&nack.message_id) {
-                            shared.counters.pending.fetch_sub(1, Ordering::Relaxed);
-                            shared.counters.rejected.fetch_add(1, Ordering::Relaxed);
-                            self.events.push(ClientEvent::Rejected {
-                                message: e.message,
-                                reason: Rejection::Nack(nack),
-                            });
-                        }
-                    }
-                    Event::StanzaError(err) => {
-                        if let Some(e) = id.as_deref().and_then(|i| self.pending.remove(i)) {
-                            shared.counters.pending.fetch_sub(1, Ordering::Relaxed);
-                            shared.counters.rejected.fetch_add(1, Ordering::Relaxed);
-                            self.events.push(ClientEvent::Rejected {
-                                message: e.message,
-                                reason: Rejection::StanzaError(err),
-                            });
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            _ => {}
-        }
-    }
 }
 
 /// Reads a draining connection until the server closes it: outcomes for its
