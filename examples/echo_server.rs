@@ -11,7 +11,8 @@
 //! message with the same data plus `"echo": <upstream message_id>`, and acks
 //! the upstream message once the echo is queued (at-least-once: an upstream
 //! message whose echo cannot be queued is not acked, so CCS delivers it
-//! again). Each echo's final outcome is printed as an `ack` or `nack` line
+//! again; one delivered again after it was echoed is only acked). Each
+//! echo's final outcome is printed as an `ack` or `nack` line
 //! (like `fcm_send`'s), each established connection as a `connected` line.
 //! Logs go to stderr (`FCM_LOG`, default `warn`).
 //!
@@ -25,7 +26,7 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use common::{die, Args, Line, COMMON_FLAGS};
@@ -50,6 +51,7 @@ fn main() {
         .dedup_window(100_000);
     let (client, mut events) = Client::start(cfg).unwrap_or_else(|e| die(e));
     let mut handled = 0u64;
+    let mut seen = Seen::default();
     let mut echoes: HashSet<String> = HashSet::new();
     let mut reached: Option<Instant> = None;
     loop {
@@ -79,39 +81,47 @@ fn main() {
         match ev {
             ClientEvent::Connected { jid, .. } => Line::event("connected").str("jid", &jid).print(),
             ClientEvent::Upstream { upstream: up, ack } => {
-                if reached.is_some() {
-                    // Not acked: CCS delivers it again to the next app server.
-                    continue;
-                }
-                Line::event("upstream")
-                    .str("from", &up.from)
-                    .str("message_id", &up.message_id)
-                    .opt("category", up.category.as_deref())
-                    .map(
-                        "data",
-                        up.data.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-                    )
-                    .print();
-                let mut echo = Message::to(up.from.as_str());
-                for (k, v) in &up.data {
-                    echo = echo.data(k.as_str(), v.as_str());
-                }
-                echo = echo.data("echo", up.message_id.as_str());
-                match client.send(echo) {
-                    Ok(id) => {
-                        echoes.insert(id);
-                    }
-                    Err(e) if matches!(e.kind, SendErrorKind::Invalid(_)) => {
-                        // It will never be valid: ack the upstream message anyway.
-                        eprintln!("no echo for {}: {e}", up.message_id);
-                    }
-                    Err(e) => {
-                        eprintln!(
-                            "echo for {} not queued ({e}); not acked, CCS will redeliver it",
-                            up.message_id
-                        );
+                let key = (up.from.clone(), up.message_id.clone());
+                if !seen.contains(&key) {
+                    if reached.is_some() {
+                        // Not acked: CCS delivers it again to the next app server.
                         continue;
                     }
+                    Line::event("upstream")
+                        .str("from", &up.from)
+                        .str("message_id", &up.message_id)
+                        .opt("category", up.category.as_deref())
+                        .map(
+                            "data",
+                            up.data.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                        )
+                        .print();
+                    let mut echo = Message::to(up.from.as_str());
+                    for (k, v) in &up.data {
+                        echo = echo.data(k.as_str(), v.as_str());
+                    }
+                    echo = echo.data("echo", up.message_id.as_str());
+                    match client.send(echo) {
+                        Ok(id) => {
+                            echoes.insert(id);
+                        }
+                        Err(e) if matches!(e.kind, SendErrorKind::Invalid(_)) => {
+                            // It will never be valid: ack the upstream message anyway.
+                            eprintln!("no echo for {}: {e}", up.message_id);
+                        }
+                        Err(e) => {
+                            eprintln!(
+                                "echo for {} not queued ({e}); not acked, CCS will redeliver it",
+                                up.message_id
+                            );
+                            continue;
+                        }
+                    }
+                    seen.insert(key.clone(), false);
+                } else {
+                    // Delivered again (the first ack was lost or crossed it): echoed
+                    // already, so only ack it.
+                    log::info!("upstream {} again from {}", up.message_id, up.from);
                 }
                 if let Some(h) = ack {
                     if let Err(e) = client.ack(&h) {
@@ -122,7 +132,9 @@ fn main() {
                         continue;
                     }
                 }
-                handled += 1;
+                if seen.mark_acked(&key) {
+                    handled += 1;
+                }
             }
             ClientEvent::Receipt { ack: Some(h), .. } => {
                 let _ = client.ack(&h);
@@ -162,4 +174,47 @@ fn main() {
         }
     }
     let _ = client.shutdown(Duration::from_secs(2));
+}
+
+/// Upstream messages already echoed, by `(from, message_id)`, and whether
+/// they were acked; the last [`Seen::CAP`] are kept. The client drops most
+/// duplicates itself, but not one that arrives again before its ack went out.
+#[derive(Default)]
+struct Seen {
+    map: HashMap<(String, String), bool>,
+    order: VecDeque<(String, String)>,
+}
+
+impl Seen {
+    const CAP: usize = 100_000;
+
+    fn contains(&self, key: &(String, String)) -> bool {
+        self.map.contains_key(key)
+    }
+
+    fn insert(&mut self, key: (String, String), acked: bool) {
+        if self.map.insert(key.clone(), acked).is_none() {
+            self.order.push_back(key);
+            if self.order.len() > Self::CAP {
+                if let Some(old) = self.order.pop_front() {
+                    self.map.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Records the ack; true the first time.
+    fn mark_acked(&mut self, key: &(String, String)) -> bool {
+        match self.map.get_mut(key) {
+            Some(acked) if !*acked => {
+                *acked = true;
+                true
+            }
+            Some(_) => false,
+            None => {
+                self.insert(key.clone(), true);
+                true
+            }
+        }
+    }
 }
