@@ -372,7 +372,7 @@ fn assert_connected(o: &Object) {
     );
 }
 
-/// Checks the `summary` line and returns it.
+/// Checks the `summary` line: its exact keys, the counts, numeric `elapsed_s` and `rate`.
 fn assert_summary(o: &Object, sent: u64, acked: u64, nacked: u64) {
     assert_eq!(event(o), "summary", "{}", show(o));
     let mut k = keys(o);
