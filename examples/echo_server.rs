@@ -4,41 +4,54 @@
 //! FCM_SERVER_KEY=... cargo run --example echo_server -- --sender-id ID \
 //!     [--max-upstream N] [--drain-timeout S] [--endpoint HOST:PORT] [--domain NAME] [--ca-file PEM]
 //! ```
-//! Prints `{"event":"upstream",...}` per upstream message and an ack/nack
-//! line per echo. Upstream messages are acked only once their echo is queued
-//! (at-least-once). With `--max-upstream N` it exits after N distinct upstream
-//! messages were handled and their echoes got outcomes (waiting at most
-//! `--drain-timeout` seconds, default 5): exit 0, or 3 if echoes were still
-//! pending. Exit 1 on a fatal error.
+//!
+//! For every upstream message it prints
+//! `{"event":"upstream","from":...,"message_id":...,"category":...,"data":{...}}`
+//! (`category` is `null` if the message had none), sends back to `from` a
+//! message with the same data plus `"echo": <upstream message_id>`, and acks
+//! the upstream message once the echo is queued (at-least-once: an upstream
+//! message whose echo cannot be queued is not acked, so CCS delivers it
+//! again; one delivered again after it was echoed is only acked). Each
+//! echo's final outcome is printed as an `ack` or `nack` line
+//! (like `fcm_send`'s), each established connection as a `connected` line.
+//! Logs go to stderr (`FCM_LOG`, default `warn`).
+//!
+//! Without `--max-upstream` it runs until killed. With `--max-upstream N` it
+//! exits after N distinct upstream messages were handled and their echoes got
+//! outcomes, waiting for those at most `--drain-timeout` seconds (default 5):
+//! exit 0 if every echo got its outcome, 3 if some were still pending.
+//! Upstream messages arriving after the N-th are left un-acked (CCS delivers
+//! them again later). Exit 1 on a fatal error (one-line reason on stderr).
 
 #[path = "common/mod.rs"]
 mod common;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use common::{die, Args, Line, COMMON_FLAGS};
-use fcm_xmpp::client::{AckMode, Client, ClientConfig, ClientEvent, Rejection, ReturnReason};
+use fcm_xmpp::client::{AckMode, Client, ClientConfig, ClientEvent, SendErrorKind};
 use fcm_xmpp::Message;
 
 fn main() {
     common::init_logging();
-    let args = Args::parse(&[]).unwrap_or_else(|e| die(e));
     let mut known = COMMON_FLAGS.to_vec();
     known.extend(["max-upstream", "drain-timeout"]);
-    args.check_known(&known).unwrap_or_else(|e| die(e));
+    let args = Args::parse(&known, &[]).unwrap_or_else(|e| die(e));
     let config = common::config(&args).unwrap_or_else(|e| die(e));
-    let max: Option<u64> = args.get("max-upstream").map(|v| {
-        v.parse()
-            .unwrap_or_else(|_| die(format!("--max-upstream: not a number: {v:?}")))
-    });
-    let drain_timeout: f64 = args.number("drain-timeout", 5.0).unwrap_or_else(|e| die(e));
+    let max: Option<u64> = args
+        .has("max-upstream")
+        .then(|| args.number("max-upstream", 0).unwrap_or_else(|e| die(e)));
+    let drain_timeout = args
+        .seconds("drain-timeout", 5.0)
+        .unwrap_or_else(|e| die(e));
 
     let cfg = ClientConfig::new(config)
         .ack_mode(AckMode::Manual)
         .dedup_window(100_000);
     let (client, mut events) = Client::start(cfg).unwrap_or_else(|e| die(e));
     let mut handled = 0u64;
+    let mut seen = Seen::default();
     let mut echoes: HashSet<String> = HashSet::new();
     let mut reached: Option<Instant> = None;
     loop {
@@ -51,9 +64,9 @@ fn main() {
             if echoes.is_empty() {
                 break;
             }
-            if t.elapsed().as_secs_f64() >= drain_timeout {
+            if t.elapsed() >= drain_timeout {
                 eprintln!(
-                    "{} echoes still pending after {drain_timeout} s",
+                    "{} echoes still pending after {drain_timeout:?}",
                     echoes.len()
                 );
                 let _ = client.shutdown(Duration::from_secs(1));
@@ -68,31 +81,47 @@ fn main() {
         match ev {
             ClientEvent::Connected { jid, .. } => Line::event("connected").str("jid", &jid).print(),
             ClientEvent::Upstream { upstream: up, ack } => {
-                if reached.is_some() {
-                    // Not acked: CCS delivers it again to the next app server.
-                    continue;
-                }
-                Line::event("upstream")
-                    .str("from", &up.from)
-                    .str("message_id", &up.message_id)
-                    .opt("category", up.category.as_deref())
-                    .map(
-                        "data",
-                        up.data.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-                    )
-                    .print();
-                let mut echo = Message::to(up.from.as_str());
-                for (k, v) in &up.data {
-                    if k != "echo" {
+                let key = (up.from.clone(), up.message_id.clone());
+                if !seen.contains(&key) {
+                    if reached.is_some() {
+                        // Not acked: CCS delivers it again to the next app server.
+                        continue;
+                    }
+                    Line::event("upstream")
+                        .str("from", &up.from)
+                        .str("message_id", &up.message_id)
+                        .opt("category", up.category.as_deref())
+                        .map(
+                            "data",
+                            up.data.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                        )
+                        .print();
+                    let mut echo = Message::to(up.from.as_str());
+                    for (k, v) in &up.data {
                         echo = echo.data(k.as_str(), v.as_str());
                     }
-                }
-                echo = echo.data("echo", up.message_id.as_str());
-                match client.send(echo) {
-                    Ok(id) => {
-                        echoes.insert(id);
+                    echo = echo.data("echo", up.message_id.as_str());
+                    match client.send(echo) {
+                        Ok(id) => {
+                            echoes.insert(id);
+                        }
+                        Err(e) if matches!(e.kind, SendErrorKind::Invalid(_)) => {
+                            // It will never be valid: ack the upstream message anyway.
+                            eprintln!("no echo for {}: {e}", up.message_id);
+                        }
+                        Err(e) => {
+                            eprintln!(
+                                "echo for {} not queued ({e}); not acked, CCS will redeliver it",
+                                up.message_id
+                            );
+                            continue;
+                        }
                     }
-                    Err(e) => eprintln!("echo for {} not sent: {e}", up.message_id),
+                    seen.insert(key.clone(), false);
+                } else {
+                    // Delivered again (the first ack was lost or crossed it): echoed
+                    // already, so only ack it.
+                    log::info!("upstream {} again from {}", up.message_id, up.from);
                 }
                 if let Some(h) = ack {
                     if let Err(e) = client.ack(&h) {
@@ -103,7 +132,9 @@ fn main() {
                         continue;
                     }
                 }
-                handled += 1;
+                if seen.mark_acked(&key) {
+                    handled += 1;
+                }
             }
             ClientEvent::Receipt { ack: Some(h), .. } => {
                 let _ = client.ack(&h);
@@ -115,26 +146,17 @@ fn main() {
             }
             ClientEvent::Rejected { message, reason } => {
                 if echoes.remove(message.id()) {
-                    let code = match &reason {
-                        Rejection::Nack(n) => n.code.as_str().to_string(),
-                        Rejection::StanzaError(e) => e.condition.clone(),
-                        other => other.to_string(),
-                    };
                     Line::event("nack")
                         .str("message_id", message.id())
-                        .str("error", &code)
+                        .str("error", &common::rejection_code(&reason))
                         .print();
                 }
             }
             ClientEvent::Returned { message, reason } => {
                 if echoes.remove(message.id()) {
-                    let code = match &reason {
-                        ReturnReason::RetriesExhausted(c) => c.as_str().to_string(),
-                        other => other.to_string(),
-                    };
                     Line::event("nack")
                         .str("message_id", message.id())
-                        .str("error", &code)
+                        .str("error", &common::return_code(&reason))
                         .print();
                 }
             }
@@ -152,4 +174,47 @@ fn main() {
         }
     }
     let _ = client.shutdown(Duration::from_secs(2));
+}
+
+/// Upstream messages already echoed, by `(from, message_id)`, and whether
+/// they were acked; the last [`Seen::CAP`] are kept. The client drops most
+/// duplicates itself, but not one that arrives again before its ack went out.
+#[derive(Default)]
+struct Seen {
+    map: HashMap<(String, String), bool>,
+    order: VecDeque<(String, String)>,
+}
+
+impl Seen {
+    const CAP: usize = 100_000;
+
+    fn contains(&self, key: &(String, String)) -> bool {
+        self.map.contains_key(key)
+    }
+
+    fn insert(&mut self, key: (String, String), acked: bool) {
+        if self.map.insert(key.clone(), acked).is_none() {
+            self.order.push_back(key);
+            if self.order.len() > Self::CAP {
+                if let Some(old) = self.order.pop_front() {
+                    self.map.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Records the ack; true the first time.
+    fn mark_acked(&mut self, key: &(String, String)) -> bool {
+        match self.map.get_mut(key) {
+            Some(acked) if !*acked => {
+                *acked = true;
+                true
+            }
+            Some(_) => false,
+            None => {
+                self.insert(key.clone(), true);
+                true
+            }
+        }
+    }
 }

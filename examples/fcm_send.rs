@@ -5,41 +5,56 @@
 //!     [--count N] [--data KEY=VALUE]... [--receipt] [--receipt-timeout S] [--ttl SECS] \
 //!     [--endpoint HOST:PORT] [--domain NAME] [--ca-file PEM]
 //! ```
-//! Message `i` (0-based) carries `"seq": "i"` in its data. Exit 0 when every
-//! message was acked, 2 when some were rejected or returned, 1 on a fatal
-//! error (reason on stderr).
+//!
+//! Sends `--count` messages (default 1) to `--to`. Message `i` (0-based:
+//! `0`, `1`, ... `N-1`) carries `"seq": "i"`, a string, in its data, next to
+//! every `--data KEY=VALUE` (a `--data seq=...` is overridden). `--ttl` sets
+//! `time_to_live`; `--receipt` asks for delivery receipts.
+//!
+//! Stdout, one JSON object per line: `{"event":"connected","jid":...}` per
+//! established connection, then one line per message with its final outcome
+//! (`ack`, or `nack` with the error code), with `--receipt` a `receipt` line
+//! per receipt (waiting for them at most `--receipt-timeout` seconds after the
+//! last outcome, default 10), and last a `summary` line. A NACK the client
+//! retries is not an outcome: it is reported on stderr. Logs go to stderr
+//! (`FCM_LOG`, default `warn`).
+//!
+//! Exit 0 when every message was acked, 2 when some were rejected or given up
+//! on, 1 on a fatal error (one-line reason on stderr).
 
 #[path = "common/mod.rs"]
 mod common;
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::{die, Args, Line, COMMON_FLAGS};
-use fcm_xmpp::client::{Client, ClientConfig, ClientEvent, Rejection, ReturnReason};
+use fcm_xmpp::client::{Client, ClientConfig, ClientEvent};
 use fcm_xmpp::Message;
 
 /// Failed connection attempts in a row, before any success, that end the program.
 const MAX_INITIAL_CONNECT_FAILURES: u32 = 5;
 
+/// How often the client's counters are read to report retried NACKs.
+const RETRY_REPORT_EVERY: Duration = Duration::from_millis(200);
+
 fn main() {
     common::init_logging();
-    let args = Args::parse(&["receipt"]).unwrap_or_else(|e| die(e));
     let mut known = COMMON_FLAGS.to_vec();
-    known.extend(["to", "count", "data", "receipt", "receipt-timeout", "ttl"]);
-    args.check_known(&known).unwrap_or_else(|e| die(e));
+    known.extend(["to", "count", "data", "receipt-timeout", "ttl"]);
+    let args = Args::parse(&known, &["receipt"]).unwrap_or_else(|e| die(e));
     let config = common::config(&args).unwrap_or_else(|e| die(e));
     let to = args
         .get("to")
         .unwrap_or_else(|| die("--to is required"))
         .to_string();
     let count: u64 = args.number("count", 1).unwrap_or_else(|e| die(e));
-    let ttl: Option<u32> = args.get("ttl").map(|v| {
-        v.parse()
-            .unwrap_or_else(|_| die(format!("--ttl: not a number: {v:?}")))
-    });
+    let ttl: Option<u32> = args
+        .has("ttl")
+        .then(|| args.number("ttl", 0).unwrap_or_else(|e| die(e)));
     let receipt = args.has("receipt");
-    let receipt_timeout: f64 = args
-        .number("receipt-timeout", 10.0)
+    let receipt_timeout = args
+        .seconds("receipt-timeout", 10.0)
         .unwrap_or_else(|e| die(e));
     let mut data = Vec::new();
     for kv in args.all("data") {
@@ -50,7 +65,7 @@ fn main() {
     }
 
     // Build and validate every message before connecting.
-    let mut messages = Vec::with_capacity(count as usize);
+    let mut messages = Vec::with_capacity(count.min(1 << 20) as usize);
     for i in 0..count {
         let mut m = Message::to(to.as_str());
         for (k, v) in &data {
@@ -68,6 +83,7 @@ fn main() {
         }
         messages.push(m);
     }
+    let ours: HashSet<String> = messages.iter().map(|m| m.id().to_string()).collect();
 
     let queue = (count as usize).clamp(1, 100_000);
     let (client, mut events) =
@@ -85,23 +101,26 @@ fn main() {
         })
     };
 
-    let (mut acked, mut nacked, mut receipts) = (0u64, 0u64, 0u64);
+    let (mut acked, mut nacked) = (0u64, 0u64);
+    let mut receipted: HashSet<String> = HashSet::new();
+    let mut retries = RetryReport::default();
     let mut connected = false;
     let mut outcomes_done: Option<Instant> = None;
     let mut elapsed = Duration::ZERO;
     loop {
+        retries.check(&client, false);
         if acked + nacked == count && outcomes_done.is_none() {
             elapsed = started.elapsed();
             outcomes_done = Some(Instant::now());
         }
         if let Some(t) = outcomes_done {
-            if !receipt || receipts >= acked {
+            if !receipt || receipted.len() as u64 >= acked {
                 break;
             }
-            if t.elapsed().as_secs_f64() >= receipt_timeout {
+            if t.elapsed() >= receipt_timeout {
                 eprintln!(
-                    "gave up waiting for {} receipts after {receipt_timeout} s",
-                    acked - receipts
+                    "gave up waiting for {} receipts after {receipt_timeout:?}",
+                    acked - receipted.len() as u64
                 );
                 break;
             }
@@ -122,33 +141,33 @@ fn main() {
             }
             ClientEvent::Rejected { message, reason } => {
                 nacked += 1;
-                let code = match &reason {
-                    Rejection::Nack(n) => n.code.as_str().to_string(),
-                    Rejection::StanzaError(e) => e.condition.clone(),
-                    other => other.to_string(),
-                };
                 Line::event("nack")
                     .str("message_id", message.id())
-                    .str("error", &code)
+                    .str("error", &common::rejection_code(&reason))
                     .print();
             }
             ClientEvent::Returned { message, reason } => {
                 nacked += 1;
-                let code = match &reason {
-                    ReturnReason::RetriesExhausted(c) => c.as_str().to_string(),
-                    other => other.to_string(),
-                };
                 Line::event("nack")
                     .str("message_id", message.id())
-                    .str("error", &code)
+                    .str("error", &common::return_code(&reason))
                     .print();
             }
             ClientEvent::Receipt { receipt: r, .. } => {
-                receipts += 1;
-                Line::event("receipt")
-                    .str("message_id", &r.message_id)
-                    .str("original_message_id", &r.original_message_id)
-                    .print();
+                // Receipts for messages of an earlier run (CCS redelivers
+                // un-acked ones to any connection of the sender) are not ours.
+                let id = &r.original_message_id;
+                if ours.contains(id) && receipted.insert(id.clone()) {
+                    Line::event("receipt")
+                        .str("message_id", &r.message_id)
+                        .str("original_message_id", id)
+                        .print();
+                } else {
+                    log::info!(
+                        "receipt {} for a message not sent by this run",
+                        r.message_id
+                    );
+                }
             }
             ClientEvent::Fatal { error } => die(error),
             ClientEvent::Reconnecting {
@@ -157,10 +176,10 @@ fn main() {
                 delay,
                 ..
             } => {
-                eprintln!("connection attempt {attempt} failed: {error}; retrying in {delay:?}");
                 if !connected && attempt >= MAX_INITIAL_CONNECT_FAILURES {
                     die(format!("cannot connect: {error}"));
                 }
+                eprintln!("connection attempt {attempt} failed: {error}; retrying in {delay:?}");
             }
             ClientEvent::Lost { error, resent, .. } => {
                 eprintln!("connection lost ({error}); resending {resent}")
@@ -169,6 +188,7 @@ fn main() {
             other => log::info!("{other:?}"),
         }
     }
+    retries.check(&client, true);
     let _ = sender.join();
     let left = client.shutdown(Duration::from_secs(5));
     if !left.is_empty() {
@@ -184,4 +204,36 @@ fn main() {
         .num("rate", format!("{rate:.1}"))
         .print();
     std::process::exit(if acked == count { 0 } else { 2 });
+}
+
+/// Reports NACKs the client retries (not outcomes, so not on stdout) on
+/// stderr: at most one line per [`RETRY_REPORT_EVERY`], from its counters.
+#[derive(Default)]
+struct RetryReport {
+    last_check: Option<Instant>,
+    retried: u64,
+}
+
+impl RetryReport {
+    fn check(&mut self, client: &Client, now: bool) {
+        if !now
+            && self
+                .last_check
+                .is_some_and(|t| t.elapsed() < RETRY_REPORT_EVERY)
+        {
+            return;
+        }
+        self.last_check = Some(Instant::now());
+        let m = client.metrics();
+        if m.retried > self.retried {
+            let codes: Vec<String> = m.nacked.iter().map(|(c, n)| format!("{c} {n}")).collect();
+            eprintln!(
+                "nacked, will retry: {} message(s) ({} retries so far; nacks by code: {})",
+                m.retried - self.retried,
+                m.retried,
+                codes.join(", ")
+            );
+            self.retried = m.retried;
+        }
+    }
 }

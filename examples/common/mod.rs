@@ -5,30 +5,53 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 
+use fcm_xmpp::client::{Rejection, ReturnReason};
 use fcm_xmpp::{Config, Endpoint};
 
-/// Command-line flags as `(name, value)` pairs, in order; `--flag` without a
-/// value (when the next word is another flag or absent) gets `""`.
+/// Command-line flags as `(name, value)` pairs, in order. `--flag VALUE` and
+/// `--flag=VALUE` both work; flags listed as boolean take no value. A value
+/// flag followed by another `--word` (or by nothing) is an error, so is a flag
+/// not in `known`, so is a word that is not a flag.
 pub struct Args {
     pub pairs: Vec<(String, String)>,
 }
 
 impl Args {
-    pub fn parse(boolean: &[&str]) -> Result<Args, String> {
+    /// Parses the process arguments.
+    pub fn parse(known: &[&str], boolean: &[&str]) -> Result<Args, String> {
+        Args::parse_from(std::env::args().skip(1), known, boolean)
+    }
+
+    pub fn parse_from(
+        words: impl IntoIterator<Item = String>,
+        known: &[&str],
+        boolean: &[&str],
+    ) -> Result<Args, String> {
         let mut pairs = Vec::new();
-        let mut it = std::env::args().skip(1).peekable();
+        let mut it = words.into_iter().peekable();
         while let Some(a) = it.next() {
-            let Some(name) = a.strip_prefix("--") else {
+            let Some(flag) = a.strip_prefix("--") else {
                 return Err(format!("unexpected argument {a:?}"));
             };
-            if let Some((n, v)) = name.split_once('=') {
-                pairs.push((n.to_string(), v.to_string()));
-            } else if boolean.contains(&name) {
-                pairs.push((name.to_string(), String::new()));
-            } else {
-                let v = it.next().ok_or_else(|| format!("--{name} needs a value"))?;
-                pairs.push((name.to_string(), v));
+            let (name, inline) = match flag.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_string())),
+                None => (flag, None),
+            };
+            if !known.contains(&name) && !boolean.contains(&name) {
+                return Err(format!("unknown flag --{name}"));
             }
+            let value = match inline {
+                Some(_) if boolean.contains(&name) => {
+                    return Err(format!("--{name} takes no value"))
+                }
+                Some(v) => v,
+                None if boolean.contains(&name) => String::new(),
+                None => match it.next_if(|w| !w.starts_with("--")) {
+                    Some(v) => v,
+                    None => return Err(format!("--{name} needs a value")),
+                },
+            };
+            pairs.push((name.to_string(), value));
         }
         Ok(Args { pairs })
     }
@@ -52,15 +75,6 @@ impl Args {
         self.pairs.iter().any(|(n, _)| n == name)
     }
 
-    pub fn check_known(&self, known: &[&str]) -> Result<(), String> {
-        for (n, _) in &self.pairs {
-            if !known.contains(&n.as_str()) {
-                return Err(format!("unknown flag --{n}"));
-            }
-        }
-        Ok(())
-    }
-
     pub fn number<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T, String> {
         match self.get(name) {
             None => Ok(default),
@@ -68,6 +82,13 @@ impl Args {
                 .parse()
                 .map_err(|_| format!("--{name}: not a number: {v:?}")),
         }
+    }
+
+    /// A duration in seconds (fractions allowed), finite and not negative.
+    pub fn seconds(&self, name: &str, default: f64) -> Result<std::time::Duration, String> {
+        let secs: f64 = self.number(name, default)?;
+        std::time::Duration::try_from_secs_f64(secs)
+            .map_err(|_| format!("--{name}: not a number of seconds: {secs}"))
     }
 }
 
@@ -94,6 +115,25 @@ pub fn config(args: &Args) -> Result<Config, String> {
     }
     config.validate().map_err(|e| e.to_string())?;
     Ok(config)
+}
+
+/// The `error` of a `nack` line for a rejected message: the NACK code, or
+/// the stanza error condition.
+pub fn rejection_code(reason: &Rejection) -> String {
+    match reason {
+        Rejection::Nack(n) => n.code.as_str().to_string(),
+        Rejection::StanzaError(e) => e.condition.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The `error` of a `nack` line for a message given up on: the last NACK
+/// code after the retries ran out, or the reason.
+pub fn return_code(reason: &ReturnReason) -> String {
+    match reason {
+        ReturnReason::RetriesExhausted(c) => c.as_str().to_string(),
+        other => other.to_string(),
+    }
 }
 
 /// One JSON object, built field by field, printed as one line.
@@ -180,30 +220,48 @@ fn quote(s: &str, out: &mut String) {
     out.push('"');
 }
 
-/// Logs to stderr; level from `FCM_LOG` (error, warn, info, debug, trace; default warn).
+/// Logs to stderr; level from `FCM_LOG` (off, error, warn, info, debug,
+/// trace; default warn).
+///
+/// By default the crate's own "client stopped: ..." error record is left out:
+/// the programs report that error themselves, from the client's `Fatal`
+/// event, as their one-line `error: ...` reason. Any `FCM_LOG` value shows it.
 struct StderrLogger;
+
+static QUIET_FATAL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 impl log::Log for StderrLogger {
     fn enabled(&self, m: &log::Metadata) -> bool {
         m.level() <= log::max_level()
     }
     fn log(&self, r: &log::Record) {
-        if self.enabled(r.metadata()) {
-            eprintln!("[{}] {}: {}", r.level(), r.target(), r.args());
+        if !self.enabled(r.metadata()) {
+            return;
         }
+        let text = r.args().to_string();
+        if QUIET_FATAL.load(std::sync::atomic::Ordering::Relaxed)
+            && r.level() == log::Level::Error
+            && r.target().starts_with("fcm_xmpp::")
+            && text.starts_with("client stopped:")
+        {
+            return;
+        }
+        eprintln!("[{}] {}: {text}", r.level(), r.target());
     }
     fn flush(&self) {}
 }
 
 pub fn init_logging() {
-    let level = match std::env::var("FCM_LOG").as_deref() {
-        Ok("error") => log::LevelFilter::Error,
-        Ok("info") => log::LevelFilter::Info,
-        Ok("debug") => log::LevelFilter::Debug,
-        Ok("trace") => log::LevelFilter::Trace,
-        Ok("off") => log::LevelFilter::Off,
+    let var = std::env::var("FCM_LOG").ok();
+    let level = match var.as_deref() {
+        Some("off") => log::LevelFilter::Off,
+        Some("error") => log::LevelFilter::Error,
+        Some("info") => log::LevelFilter::Info,
+        Some("debug") => log::LevelFilter::Debug,
+        Some("trace") => log::LevelFilter::Trace,
         _ => log::LevelFilter::Warn,
     };
+    QUIET_FATAL.store(var.is_none(), std::sync::atomic::Ordering::Relaxed);
     static LOGGER: StderrLogger = StderrLogger;
     if log::set_logger(&LOGGER).is_ok() {
         log::set_max_level(level);

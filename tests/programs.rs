@@ -1,0 +1,1086 @@
+//! The example programs' command-line contract, end to end: each program is run
+//! as a child process against an emulator and its stdout (one JSON object per
+//! line), stderr and exit code are checked, and so is what reached the server.
+//!
+//! `cargo test --all-features` builds the examples into `target/<profile>/examples/`
+//! before it runs the tests; running only this file (`--test programs`) does not.
+#![cfg(feature = "emulator")]
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use fcm_xmpp::emulator::Emulator;
+use fcm_xmpp::xml::{Packet, ReaderLimits, StanzaReader};
+use fcm_xmpp::NackCode;
+use miniserde::json::{self, Number, Object, Value};
+
+const SENDER: &str = "123456789012";
+const KEY: &str = "programs-test-key";
+/// The most any one program run may take before it is killed and the test fails.
+const LIMIT: Duration = Duration::from_secs(15);
+
+// ---------------------------------------------------------------------------------------------
+// Running the programs
+
+/// `target/<profile>/examples/NAME`, next to this test's `deps` directory.
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test binary is in target/<profile>/deps");
+    let path = dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.is_file(),
+        "example program {} not found: build the examples first \
+         (`cargo test --all-features` does; `cargo test --test programs` alone does not)",
+        path.display()
+    );
+    // `cargo test --test programs` does not rebuild the examples: say so if they look
+    // older than their sources (shown with the output of a failing test).
+    let built = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let newest = [root.join("examples"), root.join("src")]
+        .iter()
+        .filter_map(|d| newest_rs(d))
+        .max();
+    if let (Some(built), Some(newest)) = (built, newest) {
+        if newest > built {
+            eprintln!(
+                "note: {} is older than the sources; rebuild it with \
+                 `cargo build --examples --all-features`",
+                path.display()
+            );
+        }
+    }
+    path
+}
+
+/// The newest modification time of the `.rs` files under `dir`.
+fn newest_rs(dir: &std::path::Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let t = if path.is_dir() {
+            newest_rs(&path)
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            entry.metadata().and_then(|m| m.modified()).ok()
+        } else {
+            None
+        };
+        newest = newest.max(t);
+    }
+    newest
+}
+
+/// A file in the temp directory, removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    /// A unique path; the file is not created.
+    fn reserve(tag: &str) -> TempFile {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        TempFile(std::env::temp_dir().join(format!(
+            "fcm-xmpp-programs-{}-{}-{nanos}-{tag}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        )))
+    }
+
+    fn with(tag: &str, bytes: &[u8]) -> TempFile {
+        let f = TempFile::reserve(tag);
+        std::fs::write(&f.0, bytes).expect("write temp file");
+        f
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().expect("utf-8 temp path")
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A running example program; killed on drop if still running.
+struct Proc {
+    name: String,
+    child: Child,
+    lines: Receiver<String>,
+    /// Stdout lines already taken with `next_line`.
+    taken: Vec<String>,
+    stderr: Arc<Mutex<String>>,
+    readers: Vec<thread::JoinHandle<()>>,
+}
+
+/// How a program ended.
+struct Finished {
+    name: String,
+    code: Option<i32>,
+    stdout: Vec<String>,
+    stderr: String,
+}
+
+impl Proc {
+    /// Starts `name` with `args`; `FCM_SERVER_KEY` is `key` (unset for `None`),
+    /// `FCM_LOG` is unset.
+    fn spawn(name: &str, args: &[&str], key: Option<&str>) -> Proc {
+        let mut cmd = Command::new(example(name));
+        cmd.args(args)
+            .env_remove("FCM_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        match key {
+            Some(k) => cmd.env("FCM_SERVER_KEY", k),
+            None => cmd.env_remove("FCM_SERVER_KEY"),
+        };
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let stdout = child.stdout.take().unwrap();
+        let mut stderr_pipe = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let err = Arc::clone(&stderr);
+        let readers = vec![
+            thread::spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            }),
+            thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stderr_pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    err.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            }),
+        ];
+        Proc {
+            name: name.to_string(),
+            child,
+            lines,
+            taken: Vec::new(),
+            stderr,
+            readers,
+        }
+    }
+
+    /// The next stdout line, waiting at most `limit`.
+    fn next_line(&mut self, limit: Duration) -> String {
+        match self.lines.recv_timeout(limit) {
+            Ok(line) => {
+                self.taken.push(line.clone());
+                line
+            }
+            Err(e) => {
+                let _ = self.child.kill();
+                panic!(
+                    "{}: no stdout line within {limit:?} ({e:?}); stdout so far: {:?}; stderr: {}",
+                    self.name,
+                    self.taken,
+                    self.stderr.lock().unwrap()
+                );
+            }
+        }
+    }
+
+    /// Waits for the program to exit, at most `limit`; kills it and fails the test after that.
+    fn wait(mut self, limit: Duration) -> Finished {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            match self.child.try_wait().expect("try_wait") {
+                Some(status) => break Some(status),
+                None if Instant::now() >= deadline => break None,
+                None => thread::sleep(Duration::from_millis(5)),
+            }
+        };
+        if status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        let mut stdout = std::mem::take(&mut self.taken);
+        stdout.extend(self.lines.try_iter());
+        let done = Finished {
+            name: self.name.clone(),
+            code: status.and_then(|s| s.code()),
+            stdout,
+            stderr: self.stderr.lock().unwrap().clone(),
+        };
+        assert!(
+            status.is_some(),
+            "still running after {limit:?}, killed\n{done}"
+        );
+        done
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Finished {
+    /// Every stdout line parsed as a JSON object.
+    fn json(&self) -> Vec<Object> {
+        self.stdout
+            .iter()
+            .map(|line| match json::from_str::<Value>(line) {
+                Ok(Value::Object(o)) => o,
+                _ => panic!("stdout line is not a JSON object: {line:?}\n{self}"),
+            })
+            .collect()
+    }
+
+    fn stderr_lines(&self) -> Vec<&str> {
+        self.stderr.lines().collect()
+    }
+}
+
+impl fmt::Display for Finished {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} exit code {:?}", self.name, self.code)?;
+        writeln!(f, "--- stdout")?;
+        for l in &self.stdout {
+            writeln!(f, "{l}")?;
+        }
+        write!(f, "--- stderr\n{}---", self.stderr)
+    }
+}
+
+/// Runs a program to its end.
+fn run(name: &str, args: &[&str], key: Option<&str>) -> Finished {
+    Proc::spawn(name, args, key).wait(LIMIT)
+}
+
+/// The common flags for a server at `endpoint` whose certificate is in `ca`.
+fn flags<'a>(endpoint: &'a str, ca: &'a TempFile) -> Vec<&'a str> {
+    vec![
+        "--endpoint",
+        endpoint,
+        "--ca-file",
+        ca.path(),
+        "--sender-id",
+        SENDER,
+    ]
+}
+
+fn emulator() -> Emulator {
+    Emulator::builder()
+        .sender_id(SENDER)
+        .server_key(KEY)
+        .start()
+        .expect("start emulator")
+}
+
+fn endpoint_of(emu: &Emulator) -> String {
+    emu.endpoint().to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading JSON lines
+
+fn str_of<'a>(o: &'a Object, key: &str) -> &'a str {
+    match o.get(key) {
+        Some(Value::String(s)) => s,
+        other => panic!("{key:?} is not a string in {}: {other:?}", show(o)),
+    }
+}
+
+fn num_of(o: &Object, key: &str) -> f64 {
+    match o.get(key) {
+        Some(Value::Number(Number::U64(n))) => *n as f64,
+        Some(Value::Number(Number::I64(n))) => *n as f64,
+        Some(Value::Number(Number::F64(n))) => *n,
+        other => panic!("{key:?} is not a number in {}: {other:?}", show(o)),
+    }
+}
+
+fn event(o: &Object) -> &str {
+    str_of(o, "event")
+}
+
+fn keys(o: &Object) -> Vec<&str> {
+    o.keys().map(String::as_str).collect()
+}
+
+/// A JSON object of strings as a map (panics on other values).
+fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
+    match v {
+        Some(Value::Object(o)) => o
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => (k.clone(), s.clone()),
+                other => panic!("{k:?} is not a string: {other:?}"),
+            })
+            .collect(),
+        other => panic!("not an object: {other:?}"),
+    }
+}
+
+fn show(o: &Object) -> String {
+    json::to_string(&Value::Object(o.clone()))
+}
+
+fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The `connected` line: exactly `event` and a JID of the test sender.
+fn assert_connected(o: &Object) {
+    assert_eq!(event(o), "connected", "{}", show(o));
+    assert_eq!(keys(o), ["event", "jid"], "{}", show(o));
+    let jid = str_of(o, "jid");
+    assert!(
+        jid.starts_with(&format!("{SENDER}@gcm.googleapis.com/")),
+        "{jid}"
+    );
+}
+
+/// Checks the `summary` line: its exact keys, the counts, numeric `elapsed_s` and `rate`.
+fn assert_summary(o: &Object, sent: u64, acked: u64, nacked: u64) {
+    assert_eq!(event(o), "summary", "{}", show(o));
+    let mut k = keys(o);
+    k.sort_unstable();
+    assert_eq!(
+        k,
+        ["acked", "elapsed_s", "event", "nacked", "rate", "sent"],
+        "{}",
+        show(o)
+    );
+    assert_eq!(num_of(o, "sent"), sent as f64, "{}", show(o));
+    assert_eq!(num_of(o, "acked"), acked as f64, "{}", show(o));
+    assert_eq!(num_of(o, "nacked"), nacked as f64, "{}", show(o));
+    let elapsed = num_of(o, "elapsed_s");
+    let rate = num_of(o, "rate");
+    assert!(
+        elapsed.is_finite() && (0.0..60.0).contains(&elapsed),
+        "{}",
+        show(o)
+    );
+    assert!(rate.is_finite() && rate >= 0.0, "{}", show(o));
+}
+
+/// The `message_id`s of the lines with this event, in order.
+fn ids_of(lines: &[Object], ev: &str) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|o| event(o) == ev)
+        .map(|o| str_of(o, "message_id").to_string())
+        .collect()
+}
+
+fn distinct(ids: &[String]) -> HashSet<String> {
+    let set: HashSet<String> = ids.iter().cloned().collect();
+    assert_eq!(set.len(), ids.len(), "repeated ids: {ids:?}");
+    set
+}
+
+// ---------------------------------------------------------------------------------------------
+// A TLS-terminating tap: sits between a program and the emulator with the emulator's own
+// certificate and records, in plain text, what the program sent. The emulator's ledger has
+// message ids only; the tap shows the messages' fields.
+
+/// The emulator's private key (committed, test-only; see `Emulator::cert_pem`).
+const EMULATOR_KEY_PEM: &[u8] = include_bytes!("../src/emulator/testdata/key.pem");
+
+/// What the client sent on one connection, in plain text.
+type Record = Arc<Mutex<Vec<u8>>>;
+
+struct Tap {
+    addr: SocketAddr,
+    /// Per connection, the plain-text bytes the client sent.
+    sent: Arc<Mutex<Vec<Record>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Tap {
+    fn start(target: SocketAddr) -> Tap {
+        let identity =
+            native_tls::Identity::from_pkcs8(Emulator::cert_pem(), EMULATOR_KEY_PEM).unwrap();
+        let acceptor = native_tls::TlsAcceptor::new(identity).unwrap();
+        let connector = native_tls::TlsConnector::builder()
+            .add_root_certificate(native_tls::Certificate::from_pem(Emulator::cert_pem()).unwrap())
+            .build()
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sent: Arc<Mutex<Vec<Record>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (all, s) = (Arc::clone(&sent), Arc::clone(&stop));
+        thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((tcp, _)) => {
+                        let record = Arc::new(Mutex::new(Vec::new()));
+                        all.lock().unwrap().push(Arc::clone(&record));
+                        let (acceptor, connector, s) =
+                            (acceptor.clone(), connector.clone(), Arc::clone(&s));
+                        thread::spawn(move || {
+                            if let Err(e) = relay(tcp, target, &acceptor, &connector, &record, &s) {
+                                eprintln!("tap: {e}");
+                            }
+                        });
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Tap { addr, sent, stop }
+    }
+
+    fn endpoint(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Every downstream message the clients sent (JSON objects with `to` and no
+    /// `message_type`; acks of upstream messages are left out), in order per connection.
+    fn downstream(&self) -> Vec<Object> {
+        let mut out = Vec::new();
+        for record in self.sent.lock().unwrap().iter() {
+            let bytes = record.lock().unwrap().clone();
+            for o in gcm_payloads(&String::from_utf8_lossy(&bytes)) {
+                if o.contains_key("to") && !o.contains_key("message_type") {
+                    out.push(o);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn relay(
+    tcp: TcpStream,
+    target: SocketAddr,
+    acceptor: &native_tls::TlsAcceptor,
+    connector: &native_tls::TlsConnector,
+    record: &Mutex<Vec<u8>>,
+    stop: &AtomicBool,
+) -> Result<(), String> {
+    tcp.set_nonblocking(false).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let mut client = acceptor.accept(tcp).map_err(|e| e.to_string())?;
+    let up = TcpStream::connect(target).map_err(|e| e.to_string())?;
+    up.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let mut server = connector
+        .connect("127.0.0.1", up)
+        .map_err(|e| e.to_string())?;
+    // Short read timeouts: one thread pumps both directions.
+    let poll = Some(Duration::from_millis(2));
+    client.get_ref().set_read_timeout(poll).unwrap();
+    server.get_ref().set_read_timeout(poll).unwrap();
+    let mut buf = vec![0u8; 16 * 1024];
+    while !stop.load(Ordering::Relaxed) {
+        match pump(&mut client, &mut server, &mut buf, Some(record)) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => return Err(format!("client side: {e}")),
+        }
+        match pump(&mut server, &mut client, &mut buf, None) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => return Err(format!("server side: {e}")),
+        }
+    }
+    let _ = client.shutdown();
+    let _ = server.shutdown();
+    Ok(())
+}
+
+/// Moves what `from` has (if anything) to `to`; false at the end of `from`.
+fn pump(
+    from: &mut native_tls::TlsStream<TcpStream>,
+    to: &mut native_tls::TlsStream<TcpStream>,
+    buf: &mut [u8],
+    record: Option<&Mutex<Vec<u8>>>,
+) -> std::io::Result<bool> {
+    match from.read(buf) {
+        Ok(0) => Ok(false),
+        Ok(n) => {
+            if let Some(r) = record {
+                r.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+            to.write_all(&buf[..n])?;
+            to.flush()?;
+            Ok(true)
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The JSON payloads of the `<message>` stanzas in a client's plain-text stream, each
+/// parsed with the crate's own stanza reader (the escaped JSON holds no `<`).
+fn gcm_payloads(stream: &str) -> Vec<Object> {
+    let mut out = Vec::new();
+    let mut rest = stream;
+    while let Some(start) = rest.find("<message") {
+        let Some(len) = rest[start..].find("</message>") else {
+            break;
+        };
+        let end = start + len + "</message>".len();
+        let mut reader = StanzaReader::new(ReaderLimits::default());
+        reader.feed(
+            b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>",
+        );
+        reader.feed(&rest.as_bytes()[start..end]);
+        assert!(matches!(
+            reader.next_packet(),
+            Ok(Some(Packet::StreamStart(_)))
+        ));
+        match reader.next_packet() {
+            Ok(Some(Packet::Stanza(el))) => {
+                let gcm = el
+                    .child("gcm", "google:mobile:data")
+                    .unwrap_or_else(|| panic!("no gcm payload: {}", &rest[start..end]));
+                match json::from_str::<Value>(&gcm.text()) {
+                    Ok(Value::Object(o)) => out.push(o),
+                    _ => panic!("payload is not a JSON object: {}", gcm.text()),
+                }
+            }
+            other => panic!("{other:?} for {}", &rest[start..end]),
+        }
+        rest = &rest[end..];
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// fcm_send
+
+#[test]
+fn fcm_send_acks_every_message() {
+    let emu = emulator();
+    let tap = Tap::start(emu.addr());
+    let ca = TempFile::with("ca.pem", Emulator::cert_pem());
+    let endpoint = tap.endpoint();
+    let mut args = flags(&endpoint, &ca);
+    args.extend([
+        "--to", "device-1", "--count", "25", "--data", "a=b", "--ttl", "60",
+    ]);
+    let out = run("fcm_send", &args, Some(KEY));
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_eq!(
+        out.stderr, "",
+        "nothing on stderr when all goes well\n{out}"
+    );
+    let lines = out.json();
+    assert_eq!(lines.len(), 27, "{out}");
+    assert_connected(&lines[0]);
+    for o in &lines[1..26] {
+        assert_eq!(event(o), "ack", "{out}");
+        assert_eq!(keys(o), ["event", "message_id"], "{out}");
+    }
+    let acks = ids_of(&lines, "ack");
+    let acked = distinct(&acks);
+    assert_eq!(acked.len(), 25);
+    assert_summary(&lines[26], 25, 25, 0);
+
+    // What the server saw: these 25 messages, once each, all acked.
+    let ledger = emu.ledger();
+    assert_eq!(ledger.total_received(), 25, "{ledger:?}");
+    assert!(ledger.duplicates().is_empty(), "{ledger:?}");
+    let received: HashSet<String> = ledger
+        .connections
+        .iter()
+        .flat_map(|c| c.received.iter().cloned())
+        .collect();
+    assert_eq!(received, acked);
+    let server_acked: HashSet<String> = ledger.acked_ids().into_iter().map(String::from).collect();
+    assert_eq!(server_acked, acked);
+
+    // Their fields: seq "0".."24" (0-based, strings, in sending order), a=b, the TTL.
+    let sent = tap.downstream();
+    assert_eq!(
+        sent.len(),
+        25,
+        "{:?}",
+        sent.iter().map(show).collect::<Vec<_>>()
+    );
+    for (i, m) in sent.iter().enumerate() {
+        assert!(acked.contains(str_of(m, "message_id")), "{}", show(m));
+        assert_eq!(str_of(m, "to"), "device-1", "{}", show(m));
+        assert_eq!(num_of(m, "time_to_live"), 60.0, "{}", show(m));
+        assert_eq!(
+            string_map(m.get("data")),
+            map(&[("a", "b"), ("seq", &i.to_string())]),
+            "{}",
+            show(m)
+        );
+    }
+}
+
+#[test]
+fn fcm_send_reports_rejections_and_exits_2() {
+    let emu = emulator();
+    emu.reject_token("dead-token", NackCode::DeviceUnregistered);
+    let ca = TempFile::with("ca.pem", Emulator::cert_pem());
+    let endpoint = endpoint_of(&emu);
+    let mut args = flags(&endpoint, &ca);
+    args.extend(["--to", "dead-token", "--count", "3"]);
+    let out = run("fcm_send", &args, Some(KEY));
+    assert_eq!(out.code, Some(2), "{out}");
+    let lines = out.json();
+    assert_eq!(lines.len(), 5, "{out}");
+    assert_connected(&lines[0]);
+    for o in &lines[1..4] {
+        assert_eq!(event(o), "nack", "{out}");
+        assert_eq!(keys(o), ["error", "event", "message_id"], "{out}");
+        assert_eq!(str_of(o, "error"), "DEVICE_UNREGISTERED", "{out}");
+    }
+    let nacks = distinct(&ids_of(&lines, "nack"));
+    assert_summary(&lines[4], 3, 0, 3);
+    let ledger = emu.ledger();
+    let server_nacked: HashSet<String> = ledger
+        .connections
+        .iter()
+        .flat_map(|c| c.nacked.iter().map(|(id, _)| id.clone()))
+        .collect();
+    assert_eq!(server_nacked, nacks);
+    assert_eq!(ledger.total_received(), 3, "rejections are not retried");
+}
+
+#[test]
+fn fcm_send_retries_transient_nacks_quietly() {
+    let emu = emulator();
+    // Every message is NACKed SERVICE_UNAVAILABLE once, then acked.
+    emu.transient_nacks(|_| true, 1, NackCode::ServiceUnavailable);
+    let ca = TempFile::with("ca.pem", Emulator::cert_pem());
+    let endpoint = endpoint_of(&emu);
+    let mut args = flags(&endpoint, &ca);
+    args.extend(["--to", "device-2", "--count", "20"]);
+    let out = run("fcm_send", &args, Some(KEY));
+    assert_eq!(out.code, Some(0), "{out}");
+    let lines = out.json();
+    assert_eq!(lines.len(), 22, "a retried NACK is not an outcome\n{out}");
+    assert_connected(&lines[0]);
+    assert!(lines[1..21].iter().all(|o| event(o) == "ack"), "{out}");
+    assert_eq!(distinct(&ids_of(&lines, "ack")).len(), 20);
+    assert_summary(&lines[21], 20, 20, 0);
+    // The retries are on stderr, summed up rather than one line per NACK.
+    let err = out.stderr_lines();
+    assert!(
+        !err.is_empty() && err.len() <= 3,
+        "expected one or two retry lines on stderr\n{out}"
+    );
+    assert!(
+        out.stderr.contains("retry") && out.stderr.contains("SERVICE_UNAVAILABLE"),
+        "{out}"
+    );
+    let ledger = emu.ledger();
+    assert_eq!(ledger.total_received(), 40, "{ledger:?}");
+    assert_eq!(ledger.total_nacked(), 20);
+    assert_eq!(ledger.duplicates().len(), 20);
+}
+
+#[test]
+fn fcm_send_waits_for_receipts() {
+    let emu = emulator();
+    let ca = TempFile::with("ca.pem", Emulator::cert_pem());
+    let endpoint = endpoint_of(&emu);
+    let mut args = flags(&endpoint, &ca);
+    args.extend(["--to", "device-3", "--count", "3", "--receipt"]);
+    let out = run("fcm_send", &args, Some(KEY));
+    assert_eq!(out.code, Some(0), "{out}");
+    let lines = out.json();
+    assert_eq!(lines.len(), 8, "{out}");
+    assert_connected(&lines[0]);
+    assert_summary(&lines[7], 3, 3, 0);
+    let acks = distinct(&ids_of(&lines, "ack"));
+    assert_eq!(acks.len(), 3, "{out}");
+    let receipts: Vec<&Object> = lines.iter().filter(|o| event(o) == "receipt").collect();
+    assert_eq!(receipts.len(), 3, "{out}");
+    let mut originals = HashSet::new();
+    for r in &receipts {
+        let mut k = keys(r);
+        k.sort_unstable();
+        assert_eq!(k, ["event", "message_id", "original_message_id"], "{out}");
+        assert!(!str_of(r, "message_id").is_empty());
+        assert_ne!(str_of(r, "message_id"), str_of(r, "original_message_id"));
+        originals.insert(str_of(r, "original_message_id").to_string());
+    }
+    assert_eq!(originals, acks, "one receipt per acked message\n{out}");
+    // The program acked the receipts (CCS would redeliver them otherwise).
+    assert!(
+        emu.wait_until(Duration::from_secs(5), |l| {
+            l.connections
+                .iter()
+                .map(|c| c.receipts_acked.len())
+                .sum::<usize>()
+                == 3
+        }),
+        "{:?}",
+        emu.ledger()
+    );
+}
+
+#[test]
+fn fcm_send_wrong_key_is_fatal_with_one_line() {
+    let emu = emulator();
+    let ca = TempFile::with("ca.pem", Emulator::cert_pem());
+    let endpoint = endpoint_of(&emu);
+    let mut args = flags(&endpoint, &ca);
+    args.extend(["--to", "device-4", "--count", "2"]);
+    let wrong = "wrong-key-7f3a9c";
+    let out = run("fcm_send", &args, Some(wrong));
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stdout.is_empty(), "{out}");
+    let err = out.stderr_lines();
+    assert_eq!(err.len(), 1, "{out}");
+    assert!(err[0].starts_with("error:"), "{out}");
+    assert!(
+        !out.stderr.contains(wrong) && !out.stderr.contains(KEY),
+        "{out}"
+    );
+    assert!(emu.ledger().auth_failures >= 1);
+    assert_eq!(emu.ledger().total_received(), 0);
+}
+
+/// Runs a program that must refuse its arguments before connecting: exit 1, nothing on
+/// stdout, one `error:` line on stderr mentioning `expect`.
+fn assert_usage_error(name: &str, args: &[&str], key: Option<&str>, expect: &str) {
+    let out = run(name, args, key);
+    assert_eq!(out.code, Some(1), "{args:?}\n{out}");
+    assert!(out.stdout.is_empty(), "{args:?}\n{out}");
+    let err = out.stderr_lines();
+    assert_eq!(err.len(), 1, "{args:?}\n{out}");
+    assert!(
+        err[0].starts_with("error:") && err[0].contains(expect),
+        "{args:?}: want {expect:?}\n{out}"
+    );
+}
+
+#[test]
+fn programs_refuse_bad_arguments_with_one_line() {
+    // Nothing listens on port 9 (discard); none of these get as far as connecting.
+    let base = ["--endpoint", "127.0.0.1:9", "--sender-id", SENDER];
+    let with = |extra: &[&'static str]| -> Vec<&str> {
+        base.iter().chain(extra.iter()).copied().collect::<Vec<_>>()
+    };
+    let key = Some(KEY);
+    assert_usage_error("fcm_send", &with(&["--count", "2"]), key, "--to");
+    assert_usage_error("fcm_send", &with(&["--to", "t", "--bogus"]), key, "--bogus");
+    assert_usage_error("fcm_send", &with(&["--bogus", "--to", "t"]), key, "--bogus");
+    assert_usage_error("fcm_send", &with(&["--to", "--count", "2"]), key, "--to");
+    assert_usage_error(
+        "fcm_send",
+        &with(&["--to", "t", "--count", "x"]),
+        key,
+        "--count",
+    );
+    assert_usage_error(
+        "fcm_send",
+        &with(&["--to", "t", "--data", "k"]),
+        key,
+        "--data",
+    );
+    assert_usage_error(
+        "fcm_send",
+        &with(&["--to", "t", "--receipt-timeout", "-1"]),
+        key,
+        "--receipt-timeout",
+    );
+    assert_usage_error("fcm_send", &with(&["--to", "t"]), None, "FCM_SERVER_KEY");
+    // The key is taken from the environment only.
+    assert_usage_error(
+        "fcm_send",
+        &with(&["--to", "t", "--server-key", "k"]),
+        key,
+        "unknown flag --server-key",
+    );
+    assert_usage_error(
+        "fcm_send",
+        &["--endpoint", "127.0.0.1:9", "--to", "t"],
+        key,
+        "--sender-id",
+    );
+    assert_usage_error(
+        "echo_server",
+        &with(&["--max-upstream", "many"]),
+        key,
+        "--max-upstream",
+    );
+    assert_usage_error("echo_server", &with(&["--to", "t"]), key, "--to");
+}
+
+// ---------------------------------------------------------------------------------------------
+// echo_server
+
+#[test]
+fn echo_server_echoes_and_exits_after_max_upstream() {
+    let emu = emulator();
+    let tap = Tap::start(emu.addr());
+    let ca = TempFile::with("ca.pem", Emulator::cert_pem());
+    let endpoint = tap.endpoint();
+    let mut args = flags(&endpoint, &ca);
+    args.extend(["--max-upstream", "5"]);
+    let mut prog = Proc::spawn("echo_server", &args, Some(KEY));
+    let first = prog.next_line(LIMIT);
+    assert!(first.contains("\"connected\""), "{first}");
+
+    let mut injected = HashMap::new(); // from -> (upstream id, data)
+    for i in 0..5 {
+        let from = format!("device-{i}");
+        let (k, n) = (format!("v{i}"), i.to_string());
+        let data = [("k", k.as_str()), ("n", n.as_str())];
+        let id = emu.inject_upstream(&from, "com.example.echo", &data);
+        injected.insert(from, (id, map(&data)));
+    }
+    let out = prog.wait(LIMIT);
+    assert_eq!(out.code, Some(0), "{out}");
+    let lines = out.json();
+    assert_connected(&lines[0]);
+    let upstream: Vec<&Object> = lines.iter().filter(|o| event(o) == "upstream").collect();
+    assert_eq!(upstream.len(), 5, "{out}");
+    for u in &upstream {
+        let mut k = keys(u);
+        k.sort_unstable();
+        assert_eq!(
+            k,
+            ["category", "data", "event", "from", "message_id"],
+            "{out}"
+        );
+        let (id, data) = &injected[str_of(u, "from")];
+        assert_eq!(str_of(u, "message_id"), id, "{out}");
+        assert_eq!(str_of(u, "category"), "com.example.echo", "{out}");
+        assert_eq!(&string_map(u.get("data")), data, "{out}");
+    }
+    // The echoes' outcomes, and nothing else.
+    let acks = distinct(&ids_of(&lines, "ack"));
+    assert_eq!(acks.len(), 5, "{out}");
+    assert_eq!(lines.len(), 11, "{out}");
+
+    // The server: every upstream message acked, five echoes received and acked.
+    let ledger = emu.ledger();
+    assert!(ledger.unacked_upstream().is_empty(), "{ledger:?}");
+    let up_acked: HashSet<&str> = ledger
+        .connections
+        .iter()
+        .flat_map(|c| c.upstream_acked.iter().map(String::as_str))
+        .collect();
+    let want: HashSet<&str> = injected.values().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(up_acked, want);
+    assert_eq!(ledger.total_received(), 5, "{ledger:?}");
+    let server_acked: HashSet<String> = ledger.acked_ids().into_iter().map(String::from).collect();
+    assert_eq!(server_acked, acks);
+
+    // Each echo went to the device it came from, with its data plus "echo".
+    let echoes = tap.downstream();
+    assert_eq!(
+        echoes.len(),
+        5,
+        "{:?}",
+        echoes.iter().map(show).collect::<Vec<_>>()
+    );
+    for e in &echoes {
+        assert!(acks.contains(str_of(e, "message_id")), "{}", show(e));
+        let (id, data) = &injected[str_of(e, "to")];
+        let mut want = data.clone();
+        want.insert("echo".to_string(), id.clone());
+        assert_eq!(string_map(e.get("data")), want, "{}", show(e));
+    }
+}
+
+#[test]
+fn echo_server_counts_distinct_upstream_across_a_dropped_connection() {
+    let emu = emulator();
+    let ca = TempFile::with("ca.pem", Emulator::cert_pem());
+    let endpoint = endpoint_of(&emu);
+    let mut args = flags(&endpoint, &ca);
+    args.extend(["--max-upstream", "6"]);
+    let mut prog = Proc::spawn("echo_server", &args, Some(KEY));
+    let first = prog.next_line(LIMIT);
+    assert!(first.contains("\"connected\""), "{first}");
+    // The connection drops after the 5th message stanza from the program (echoes and
+    // upstream acks both count): some upstream messages are delivered again, some
+    // echoes are resent.
+    emu.drop_after(5);
+    let ids: HashSet<String> = (0..6)
+        .map(|i| emu.inject_upstream(&format!("device-{i}"), "com.example.echo", &[("k", "v")]))
+        .collect();
+    let out = prog.wait(LIMIT);
+    assert_eq!(out.code, Some(0), "{out}");
+    let lines = out.json();
+    assert!(
+        lines.iter().filter(|o| event(o) == "connected").count() >= 2,
+        "{out}"
+    );
+    // One upstream line and one echo outcome per distinct upstream message.
+    assert_eq!(distinct(&ids_of(&lines, "upstream")), ids, "{out}");
+    assert_eq!(distinct(&ids_of(&lines, "ack")).len(), 6, "{out}");
+    let ledger = emu.ledger();
+    assert!(ledger.unacked_upstream().is_empty(), "{ledger:?}");
+    assert!(ledger.acked_ids().len() >= 6, "{ledger:?}");
+}
+
+#[test]
+fn echo_server_exits_3_when_echoes_stay_pending() {
+    let emu = emulator();
+    emu.set_ack_delay(Duration::from_secs(60));
+    let ca = TempFile::with("ca.pem", Emulator::cert_pem());
+    let endpoint = endpoint_of(&emu);
+    let mut args = flags(&endpoint, &ca);
+    args.extend(["--max-upstream", "2", "--drain-timeout", "1"]);
+    let mut prog = Proc::spawn("echo_server", &args, Some(KEY));
+    let first = prog.next_line(LIMIT);
+    assert!(first.contains("\"connected\""), "{first}");
+    let ids: HashSet<String> = (0..2)
+        .map(|i| emu.inject_upstream(&format!("device-{i}"), "com.example.echo", &[("k", "v")]))
+        .collect();
+    let started = Instant::now();
+    let out = prog.wait(LIMIT);
+    assert_eq!(out.code, Some(3), "{out}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "left before --drain-timeout"
+    );
+    let lines = out.json();
+    assert_connected(&lines[0]);
+    assert_eq!(lines.len(), 3, "no echo got an outcome\n{out}");
+    assert_eq!(distinct(&ids_of(&lines, "upstream")), ids);
+    assert!(out.stderr.contains("pending"), "{out}");
+    // The upstream messages themselves were acked: their echoes were queued.
+    assert!(emu.ledger().unacked_upstream().is_empty());
+    assert_eq!(emu.ledger().total_received(), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// ccs_emulator
+
+/// The address in the emulator program's first line,
+/// `ccs emulator listening on ADDR (dial ...), sender id ...`.
+fn listening_addr(line: &str) -> SocketAddr {
+    line.strip_prefix("ccs emulator listening on ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("not a listening line: {line:?}"))
+}
+
+#[test]
+fn ccs_emulator_program_serves_fcm_send() {
+    let cert = TempFile::reserve("emulator-ca.pem");
+    let mut emu = Proc::spawn(
+        "ccs_emulator",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--sender-id",
+            SENDER,
+            "--cert-out",
+            cert.path(),
+            "--reject",
+            "dead-token=DEVICE_UNREGISTERED",
+        ],
+        Some(KEY), // the server key from the environment
+    );
+    let addr = listening_addr(&emu.next_line(LIMIT));
+    assert_eq!(addr.ip().to_string(), "127.0.0.1");
+    assert_ne!(addr.port(), 0);
+    let second = emu.next_line(LIMIT);
+    assert!(second.contains(cert.path()), "{second}");
+    assert_eq!(std::fs::read(&cert.0).unwrap(), Emulator::cert_pem());
+
+    let endpoint = addr.to_string();
+    let mut args = flags(&endpoint, &cert);
+    args.extend(["--to", "device-9", "--count", "3"]);
+    let out = run("fcm_send", &args, Some(KEY));
+    assert_eq!(out.code, Some(0), "{out}");
+    let lines = out.json();
+    assert_summary(lines.last().unwrap(), 3, 3, 0);
+    let acks = distinct(&ids_of(&lines, "ack"));
+
+    let mut args = flags(&endpoint, &cert);
+    args.extend(["--to", "dead-token"]);
+    let out = run("fcm_send", &args, Some(KEY));
+    assert_eq!(out.code, Some(2), "{out}");
+    let nack = ids_of(&out.json(), "nack");
+    assert_eq!(nack.len(), 1, "{out}");
+
+    // The emulator printed a line for each message, with its answer.
+    let mut want: HashSet<String> = acks
+        .iter()
+        .map(|id| format!("downstream {id:?} to \"device-9\": ack"))
+        .collect();
+    want.insert(format!(
+        "downstream {:?} to \"dead-token\": nack DEVICE_UNREGISTERED",
+        nack[0]
+    ));
+    let deadline = Instant::now() + LIMIT;
+    while !want.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = emu.next_line(left);
+        want.retain(|w| !line.ends_with(w.as_str()));
+    }
+}
+
+#[test]
+fn ccs_emulator_program_stops_after_duration() {
+    let out = run(
+        "ccs_emulator",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--server-key",
+            "k",
+            "--duration",
+            "0.2",
+        ],
+        None,
+    );
+    assert_eq!(out.code, Some(0), "{out}");
+    listening_addr(&out.stdout[0]);
+    let last = out.stdout.last().unwrap();
+    assert!(last.starts_with("stopped: 0 connections"), "{out}");
+}
