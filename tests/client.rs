@@ -85,20 +85,23 @@ fn ten_thousand_messages_survive_drops_draining_and_throttling() {
     let mut drained_at = None;
     let ok = seen.collect(&mut events, Duration::from_secs(90), |s| {
         let done = s.outcome_count();
+        // Faults follow the client's live progress (stanzas written), not the
+        // outcomes this thread has read so far, which lag behind.
+        let sent = client.metrics().sent;
         let lost = s.count_other(|e| matches!(e, ClientEvent::Lost { .. }));
         // A fault is only scripted once the previous one was seen and a
         // connection is up, so none lands between connections.
         let live = !emu.connections().is_empty();
         match step {
-            0 if done >= 1_500 && live => {
+            0 if sent >= 1_500 && live => {
                 emu.drop_after(20);
                 step = 1;
             }
-            1 if done >= 3_500 && lost >= 1 && live => {
+            1 if sent >= 3_500 && lost >= 1 && live => {
                 emu.drop_after(5);
                 step = 2;
             }
-            2 if done >= 5_500 && lost >= 2 && live => {
+            2 if sent >= 5_500 && lost >= 2 && live => {
                 emu.set_ack_delay(Duration::from_millis(150));
                 thread::sleep(Duration::from_millis(20));
                 emu.drain_all();
@@ -109,7 +112,7 @@ fn ten_thousand_messages_survive_drops_draining_and_throttling() {
                 emu.set_ack_delay(Duration::ZERO);
                 step = 4;
             }
-            4 if done >= 8_000 && live => {
+            4 if sent >= 8_000 && live => {
                 emu.drop_after(50);
                 step = 5;
             }
@@ -179,15 +182,29 @@ fn ten_thousand_messages_survive_drops_draining_and_throttling() {
         .acked
         .iter()
         .filter(|id| {
-            log.iter().any(|(t, ev)| {
-                matches!(ev, EmulatorEvent::Downstream { conn, message_id, outcome: DownstreamOutcome::Acked, .. }
-                    if *conn == old.id && message_id == *id && drained_at.is_some_and(|d| *t > d))
+            log.iter().any(|(_, ev)| {
+                matches!(ev, EmulatorEvent::Downstream { conn, message_id, outcome: DownstreamOutcome::Acked, at, .. }
+                    if *conn == old.id && message_id == *id && drained_at.is_some_and(|d| *at > d))
             })
         })
         .collect();
     assert!(
         !late.is_empty(),
-        "the draining connection acked nothing after the drain began"
+        "the draining connection acked nothing after the drain began ({} received, {} acked, {} nacked, {} drained connections; last answers {:?})",
+        old.received.len(),
+        old.acked.len(),
+        old.nacked.len(),
+        drained.len(),
+        log.iter()
+            .filter_map(|(_, ev)| match ev {
+                EmulatorEvent::Downstream { conn, outcome, at, .. } if *conn == old.id => {
+                    Some((outcome.to_string(), drained_at.map(|d| at.duration_since(d).as_secs_f64() - d.duration_since(*at).as_secs_f64())))
+                }
+                _ => None,
+            })
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
     );
     let elsewhere: HashSet<&str> = ledger
         .connections
@@ -209,11 +226,12 @@ fn ten_thousand_messages_survive_drops_draining_and_throttling() {
     // only retries on the connection that carried the NACK are timed.)
     let mut last_nack: HashMap<&str, (Instant, u32, _)> = HashMap::new();
     let mut checked = 0;
-    for (t, ev) in &log {
+    for (_, ev) in &log {
         if let EmulatorEvent::Downstream {
             conn,
             message_id,
             outcome,
+            at: t,
             ..
         } = ev
         {
@@ -221,9 +239,8 @@ fn ten_thousand_messages_survive_drops_draining_and_throttling() {
                 if on == conn {
                     let min = backoff.nominal(*n) / 2;
                     let gap = t.duration_since(*nacked_at);
-                    // Observer timestamps carry a little scheduling noise.
                     assert!(
-                        gap + Duration::from_millis(5) >= min,
+                        gap >= min,
                         "{message_id}: retry {n} after {gap:?} < {min:?}"
                     );
                     checked += 1;
@@ -312,7 +329,7 @@ fn wrong_key_is_one_clear_authentication_error() {
 }
 
 #[test]
-fn upstream_is_acked_and_echoed_through_drops_with_duplicates_filtered() {
+fn upstream_is_acked_and_echoed_at_least_once_through_drops() {
     common::init_logging();
     let _w = watchdog("upstream", Duration::from_secs(60));
     const N: usize = 1_000;
@@ -346,12 +363,17 @@ fn upstream_is_acked_and_echoed_through_drops_with_duplicates_filtered() {
         };
         match ev {
             ClientEvent::Upstream { upstream, ack } => {
-                *upstream_seen
+                let n = upstream_seen
                     .entry(upstream.message_id.clone())
-                    .or_default() += 1;
-                let echo =
-                    Message::to(upstream.from.as_str()).data("echo", upstream.message_id.as_str());
-                echoes.insert(client.send(echo).unwrap());
+                    .or_default();
+                *n += 1;
+                // At-least-once: a redelivery (its first ack raced a drop)
+                // is acked again but echoed only once.
+                if *n == 1 {
+                    let echo = Message::to(upstream.from.as_str())
+                        .data("echo", upstream.message_id.as_str());
+                    echoes.insert(client.send(echo).unwrap());
+                }
                 // Acked after handling; if the connection is gone, CCS redelivers.
                 let _ = client.ack(&ack.expect("manual mode gives a handle"));
             }
@@ -378,10 +400,9 @@ fn upstream_is_acked_and_echoed_through_drops_with_duplicates_filtered() {
             "{id} never reached the application"
         );
     }
-    let dups: Vec<_> = upstream_seen.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(
-        dups.is_empty(),
-        "duplicates reached the application: {dups:?}"
+    let redelivered = upstream_seen.values().filter(|n| **n > 1).count();
+    eprintln!(
+        "manual acks through drops: {N} upstream, {redelivered} redelivered before their ack"
     );
     assert_eq!(echoes.len(), N);
     assert_eq!(delivered, echoes, "every echo delivered");
@@ -653,4 +674,39 @@ fn receipts_are_acked_in_auto_mode() {
         .iter()
         .any(|c| c.receipts_acked.contains(&rid))));
     client.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn duplicate_upstream_is_filtered_only_when_asked() {
+    let _w = watchdog("dedup", Duration::from_secs(30));
+    let stanza = |id: &str| {
+        format!(
+            "<message to=\"{SENDER}@gcm.googleapis.com\" from=\"devices@gcm.googleapis.com\" type=\"normal\">\
+             <gcm xmlns=\"google:mobile:data\">{{\"from\":\"dev\",\"category\":\"c\",\"message_id\":\"{id}\",\"data\":{{}}}}</gcm></message>"
+        )
+    };
+    for (window, expected) in [(100, 1), (0, 2)] {
+        let emu = Emulator::start(SENDER, KEY).unwrap();
+        let (client, mut events) =
+            Client::start(fast(emu.client_config()).dedup_window(window)).unwrap();
+        assert!(emu.wait_for_connections(1, Duration::from_secs(10)));
+        let conn = emu.connections()[0];
+        // The same upstream message twice, as a server redelivering it would, then a marker.
+        assert!(emu.send_raw(conn, stanza("dup-1")));
+        assert!(emu.send_raw(conn, stanza("dup-1")));
+        assert!(emu.send_raw(conn, stanza("marker")));
+        let mut seen: Vec<String> = Vec::new();
+        let end = Instant::now() + Duration::from_secs(10);
+        while !seen.iter().any(|s| s == "marker") && Instant::now() < end {
+            if let Ok(ClientEvent::Upstream { upstream, .. }) =
+                events.recv_timeout(Duration::from_millis(100))
+            {
+                seen.push(upstream.message_id);
+            }
+        }
+        let copies = seen.iter().filter(|s| *s == "dup-1").count();
+        assert_eq!(copies, expected, "dedup window {window}: {seen:?}");
+        assert_eq!(client.metrics().duplicates, 2 - expected as u64);
+        client.shutdown(Duration::from_secs(1));
+    }
 }

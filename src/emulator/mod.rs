@@ -159,6 +159,9 @@ pub enum EmulatorEvent {
         target: String,
         /// The answer.
         outcome: DownstreamOutcome,
+        /// When the answer was written (or the message dropped): the emulator's
+        /// own clock, free of the observer's scheduling delays.
+        at: Instant,
     },
     /// A stanza error was sent.
     StanzaError {
@@ -229,6 +232,7 @@ impl fmt::Display for EmulatorEvent {
                 message_id,
                 target,
                 outcome,
+                ..
             } => write!(
                 f,
                 "{conn} downstream {message_id:?} to {target:?}: {outcome}"
@@ -812,6 +816,7 @@ mod tests {
             message_id: "m-1".into(),
             target: "tok".into(),
             outcome: DownstreamOutcome::Nacked(NackCode::BadRegistration),
+            at: Instant::now(),
         };
         assert_eq!(
             e.to_string(),

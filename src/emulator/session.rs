@@ -818,6 +818,7 @@ impl Session {
                 message_id,
                 target,
                 outcome,
+                at: Instant::now(),
             });
         }
     }
@@ -969,6 +970,7 @@ impl Session {
                     message_id,
                     target,
                     outcome: DownstreamOutcome::Dropped,
+                    at: Instant::now(),
                 });
             }
         }
