@@ -617,6 +617,9 @@ fn a_pool_shares_one_queue() {
     let _w = watchdog("pool", Duration::from_secs(60));
     let emu = Emulator::start(SENDER, KEY).unwrap();
     let (client, mut events) = Client::start(fast(emu.client_config()).connections(3)).unwrap();
+    // All three up, and answers slow enough that one window cannot carry it all.
+    assert!(emu.wait_for_connections(3, Duration::from_secs(10)));
+    emu.set_ack_delay(Duration::from_millis(5));
     for i in 0..3_000 {
         client.send(Message::to(format!("d{i}"))).unwrap();
     }

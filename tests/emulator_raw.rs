@@ -31,10 +31,14 @@ impl Raw {
             .build()
             .unwrap();
         let tcp = TcpStream::connect(emu.addr()).unwrap();
-        tcp.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
+        // The TLS handshake gets the full wait (a loaded machine is slow);
+        // reads after it poll in short slices.
+        tcp.set_read_timeout(Some(WAIT)).unwrap();
         tcp.set_write_timeout(Some(WAIT)).unwrap();
         let tls = connector.connect("127.0.0.1", tcp).unwrap();
+        tls.get_ref()
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         Raw {
             tls,
             pending: String::new(),
