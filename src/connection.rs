@@ -473,10 +473,9 @@ impl<S: Read + Write + SetTimeout> Connection<S> {
 
     /// Sends `</stream:stream>` and waits (at most `timeouts.close`) for the
     /// server's. Returns every event that arrived meanwhile (acks for messages
-    /// still in flight, upstream messages: nothing is dropped), up to
-    /// 1024: a server that keeps sending past that is cut off
-    /// unread (CCS redelivers un-acked upstream; messages without an answer
-    /// are still pending and should be resent).
+    /// still in flight, upstream messages: nothing is dropped), up to 1024: a
+    /// server that keeps sending past that is cut off unread (CCS redelivers
+    /// un-acked upstream; messages without an answer should be resent).
     ///
     /// # Errors
     /// I/O errors while writing the close tag. A server that does not answer

@@ -328,10 +328,6 @@ pub(crate) fn stream_error(el: &Element) -> Error {
     }
 }
 
-/// Runs the whole client handshake; returns the bound JID and the stanzas
-/// that arrived while it waited for the bind and session answers (CCS sends
-/// waiting upstream messages and receipts right after bind: they must reach
-/// the caller, never be dropped).
 /// Most stanzas kept while waiting for the bind and session answers. CCS sends
 /// at most 100 un-acked upstream messages and receipts per connection; a
 /// server that sends more is refused rather than allowed to fill memory.
@@ -350,6 +346,10 @@ fn keep_early(early: &mut Vec<Element>, el: Element, expected: &'static str) -> 
     Ok(())
 }
 
+/// Runs the whole client handshake; returns the bound JID and the stanzas
+/// that arrived while it waited for the bind and session answers (CCS sends
+/// waiting upstream messages and receipts right after bind: they must reach
+/// the caller, never be dropped).
 pub(crate) fn handshake<S: Read + Write + SetTimeout>(
     io: &mut XmppStream<S>,
     config: &Config,

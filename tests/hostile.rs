@@ -113,11 +113,12 @@ fn config_for(server: &ScriptServer) -> Config {
         .close_timeout(Some(Duration::from_millis(300)))
 }
 
-/// Connects to a server playing `script` and returns the error, checked for time and heap.
+/// Connects with `cfg`, which must fail; returns the error, checked for time and heap.
 fn connect_err_with(server: ScriptServer, cfg: Config) -> Error {
     connect_err_within(server, cfg, CONNECT_HEAP)
 }
 
+/// As `connect_err_with`, with a heap bound of `max_heap` bytes.
 fn connect_err_within(server: ScriptServer, cfg: Config, max_heap: usize) -> Error {
     let (r, took, heap) = measured(|| Connection::connect(&cfg));
     let err = match r {
@@ -130,6 +131,7 @@ fn connect_err_within(server: ScriptServer, cfg: Config, max_heap: usize) -> Err
     err
 }
 
+/// `connect_err_with` against a server playing `script`.
 fn connect_err(script: Vec<Step>) -> Error {
     let server = ScriptServer::start(vec![script]);
     let cfg = config_for(&server);
@@ -149,7 +151,7 @@ fn connected_then(after: Vec<Step>) -> (ScriptServer, Connection<TlsTcpStream>) 
     (server, conn)
 }
 
-/// The error the next `recv_event` calls end in, checked for time and heap.
+/// The error the next `recv_event` ends in, checked for time and heap.
 fn recv_err(conn: &mut Connection<TlsTcpStream>) -> Error {
     let (r, took, heap) = measured(|| match conn.recv_event(Some(BOUND)) {
         Ok(Some(ev)) => panic!("unexpected event {ev:?}"),
