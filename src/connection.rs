@@ -17,6 +17,10 @@ use crate::stream::{self, XmppStream, NS_CLIENT, NS_PING, NS_STREAM};
 use crate::transport::{self, SetTimeout};
 use crate::xml::{escape_attr, escape_text, Element, Packet};
 
+/// Most events [`Connection::close`] collects: about five times what a real
+/// CCS can owe us (100 pending acks plus 100 un-acked upstream messages).
+const MAX_CLOSE_EVENTS: usize = 1024;
+
 /// The stream type of a connection made by [`Connection::connect`].
 pub type TlsTcpStream = TlsStream<TcpStream>;
 
@@ -370,17 +374,15 @@ impl<S: Read + Write + SetTimeout> Connection<S> {
                 (Some(d), Some(t)) => Some(d.min(t)),
                 (d, t) => d.or(t),
             };
-            match self.io.read_packet(wake)? {
-                Some(p) => {
-                    if let Some(e) = self.handle_packet(p)? {
-                        return Ok(Some(e));
-                    }
+            if let Some(p) = self.io.read_packet(wake)? {
+                if let Some(e) = self.handle_packet(p)? {
+                    return Ok(Some(e));
                 }
-                None => {
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
-                        return Ok(None);
-                    }
-                }
+            }
+            // Also after a packet that was no event: a server sending nothing
+            // but pongs or other ignored stanzas must not hold us past the deadline.
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(None);
             }
         }
     }
@@ -483,7 +485,9 @@ impl<S: Read + Write + SetTimeout> Connection<S> {
 
     /// Sends `</stream:stream>` and waits (at most `timeouts.close`) for the
     /// server's. Returns every event that arrived meanwhile (acks for messages
-    /// still in flight, upstream messages: nothing is dropped).
+    /// still in flight, upstream messages: nothing is dropped), up to 1024: a
+    /// server that keeps sending past that is cut off unread (CCS redelivers
+    /// un-acked upstream; messages without an answer should be resent).
     ///
     /// # Errors
     /// I/O errors while writing the close tag. A server that does not answer
@@ -502,6 +506,16 @@ impl<S: Read + Write + SetTimeout> Connection<S> {
         self.io.flush()?;
         let deadline = self.close_timeout.map(|t| Instant::now() + t);
         loop {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                log::debug!("server did not close its stream in time");
+                break;
+            }
+            if events.len() >= MAX_CLOSE_EVENTS {
+                log::info!(
+                    "server still sending after {MAX_CLOSE_EVENTS} events at close: cut off"
+                );
+                break;
+            }
             match self.io.read_packet(deadline) {
                 Ok(Some(p)) => match self.handle_packet(p) {
                     Ok(Some(e)) => events.push(e),

@@ -356,6 +356,24 @@ pub(crate) fn stream_error(el: &Element) -> Error {
     }
 }
 
+/// Most stanzas kept while waiting for the bind and session answers. CCS sends
+/// at most 100 un-acked upstream messages and receipts per connection; a
+/// server that sends more is refused rather than allowed to fill memory.
+const MAX_EARLY: usize = 256;
+
+/// Keeps a stanza that arrived before the bind or session answer.
+fn keep_early(early: &mut Vec<Element>, el: Element, expected: &'static str) -> Result<()> {
+    if early.len() >= MAX_EARLY {
+        return Err(ProtocolError::Unexpected {
+            expected,
+            got: format!("more than {MAX_EARLY} other stanzas before it"),
+        }
+        .into());
+    }
+    early.push(el);
+    Ok(())
+}
+
 /// Runs the whole client handshake; returns the bound JID and the stanzas
 /// that arrived while it waited for the bind and session answers (CCS sends
 /// waiting upstream messages and receipts right after bind: they must reach
@@ -460,7 +478,7 @@ pub(crate) fn handshake<S: Read + Write + SetTimeout>(
     let jid = loop {
         let el = io.handshake_stanza(deadline, "bind result")?;
         if !el.is("iq", NS_CLIENT) || el.attr("id") != Some("bind1") {
-            early.push(el);
+            keep_early(&mut early, el, "bind result")?;
             continue;
         }
         match el.attr("type") {
@@ -493,7 +511,7 @@ pub(crate) fn handshake<S: Read + Write + SetTimeout>(
         loop {
             let el = io.handshake_stanza(deadline, "session result")?;
             if !el.is("iq", NS_CLIENT) || el.attr("id") != Some("sess1") {
-                early.push(el);
+                keep_early(&mut early, el, "session result")?;
                 continue;
             }
             if el.attr("type") != Some("result") {

@@ -4,7 +4,7 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use native_tls::{Certificate, HandshakeError, TlsConnector, TlsStream};
 
@@ -181,34 +181,74 @@ fn classify_tls(e: native_tls::Error) -> Error {
 
 /// TCP connect + TLS handshake with SNI = the endpoint host, bounded by the
 /// connect and handshake timeouts.
+///
+/// The handshake runs on a nonblocking socket and waits for the server
+/// between steps with a bounded `peek`, so the handshake timeout bounds the
+/// whole TLS handshake: a server that trickles a byte at a time cannot stretch
+/// it (a per-read timeout would restart with every byte).
 pub(crate) fn connect_tls(config: &Config) -> Result<TlsStream<TcpStream>> {
     let connector = tls_connector(config)?;
-    let mut tcp = connect_tcp(config)?;
-    SetTimeout::set_read_timeout(&mut tcp, config.timeouts.handshake)?;
-    SetTimeout::set_write_timeout(&mut tcp, config.timeouts.handshake)?;
-    match connector.connect(&config.endpoint.host, tcp) {
-        Ok(s) => {
-            log::debug!("tls established with {}", config.endpoint);
-            Ok(s)
-        }
-        Err(HandshakeError::Failure(e)) => {
-            // A timeout surfaces as an I/O error inside the TLS error text.
-            let msg = e.to_string().to_ascii_lowercase();
-            if msg.contains("timed out")
-                || msg.contains("would block")
-                || msg.contains("resource temporarily unavailable")
-            {
-                Err(Error::Timeout(Phase::Tls))
-            } else if msg.contains("unexpected eof") || msg.contains("connection reset") {
-                Err(Error::Tls(
-                    TlsError::new(TlsErrorKind::NotTls, "peer closed during the tls handshake")
-                        .with_source(e),
-                ))
-            } else {
-                Err(classify_tls(e))
+    let tcp = connect_tcp(config)?;
+    let deadline = config.timeouts.handshake.map(|t| Instant::now() + t);
+    tcp.set_nonblocking(true)?;
+    let mut attempt = connector.connect(&config.endpoint.host, tcp);
+    loop {
+        match attempt {
+            Ok(mut s) => {
+                SetTimeout::set_nonblocking(&mut s, false)?;
+                SetTimeout::set_write_timeout(&mut s, config.timeouts.handshake)?;
+                log::debug!("tls established with {}", config.endpoint);
+                return Ok(s);
+            }
+            Err(HandshakeError::Failure(e)) => return Err(handshake_failure(e)),
+            Err(HandshakeError::WouldBlock(mid)) => {
+                wait_readable(mid.get_ref(), deadline)?;
+                attempt = mid.handshake();
             }
         }
-        // Only nonblocking sockets report WouldBlock; ours block with a timeout.
-        Err(HandshakeError::WouldBlock(_)) => Err(Error::Timeout(Phase::Tls)),
+    }
+}
+
+/// Blocks until `tcp` has data (or EOF, or an error, which the next handshake
+/// step reports) or `deadline` passes (`Timeout(Tls)`). Leaves it nonblocking.
+/// The handshake's own flights are a few KiB, so a nonblocking write does not
+/// stall on a fresh socket; if it ever did, the deadline still ends the wait.
+fn wait_readable(tcp: &TcpStream, deadline: Option<Instant>) -> Result<()> {
+    let wait = match deadline {
+        Some(d) => {
+            let now = Instant::now();
+            if now >= d {
+                return Err(Error::Timeout(Phase::Tls));
+            }
+            Some(d - now)
+        }
+        None => None,
+    };
+    tcp.set_nonblocking(false)?;
+    tcp.set_read_timeout(normalise(wait))?;
+    let r = tcp.peek(&mut [0u8; 1]);
+    tcp.set_nonblocking(true)?;
+    match r {
+        Err(e) if is_timeout(&e) => Err(Error::Timeout(Phase::Tls)),
+        _ => Ok(()),
+    }
+}
+
+/// Maps a failed TLS handshake to a typed error.
+fn handshake_failure(e: native_tls::Error) -> Error {
+    // A timeout surfaces as an I/O error inside the TLS error text.
+    let msg = e.to_string().to_ascii_lowercase();
+    if msg.contains("timed out")
+        || msg.contains("would block")
+        || msg.contains("resource temporarily unavailable")
+    {
+        Error::Timeout(Phase::Tls)
+    } else if msg.contains("unexpected eof") || msg.contains("connection reset") {
+        Error::Tls(
+            TlsError::new(TlsErrorKind::NotTls, "peer closed during the tls handshake")
+                .with_source(e),
+        )
+    } else {
+        classify_tls(e)
     }
 }

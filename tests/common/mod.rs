@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use fcm_xmpp::client::{ClientEvent, Events};
 
+pub mod script;
+
 /// Aborts the test process if the guard is still alive after `limit`:
 /// network tests must stop by themselves.
 pub struct Watchdog(Arc<AtomicBool>);
