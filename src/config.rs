@@ -133,7 +133,8 @@ impl fmt::Display for ServerKey {
 pub struct Timeouts {
     /// Name resolution plus TCP connect, per address. Default 10 s.
     pub connect: Option<Duration>,
-    /// TLS plus XMPP handshake (stream, SASL, bind, session). Default 20 s.
+    /// TLS plus XMPP handshake (stream, SASL, bind, session), one deadline
+    /// for both, counted from the end of the TCP connect. Default 20 s.
     pub handshake: Option<Duration>,
     /// The longest silence (not a byte, not even a whitespace keepalive) from
     /// an established connection before it is declared dead, whatever the

@@ -81,8 +81,19 @@ impl Connection<TlsTcpStream> {
     /// [`Error::StreamError`], [`Error::Protocol`], [`Error::Xml`].
     pub fn connect(config: &Config) -> Result<Self> {
         config.validate()?;
-        let tls = transport::connect_tls(config)?;
-        Connection::from_stream(tls, config)
+        let (tls, deadline) = transport::connect_tls(config)?;
+        // One handshake deadline covers TLS and XMPP together.
+        match deadline {
+            Some(d) => {
+                let mut rest = config.clone();
+                rest.timeouts.handshake = Some(
+                    d.saturating_duration_since(Instant::now())
+                        .max(Duration::from_millis(1)),
+                );
+                Connection::from_stream(tls, &rest)
+            }
+            None => Connection::from_stream(tls, config),
+        }
     }
 }
 

@@ -186,7 +186,9 @@ fn classify_tls(e: native_tls::Error) -> Error {
 /// between steps with a bounded `peek`, so the handshake timeout bounds the
 /// whole TLS handshake: a server that trickles a byte at a time cannot stretch
 /// it (a per-read timeout would restart with every byte).
-pub(crate) fn connect_tls(config: &Config) -> Result<TlsStream<TcpStream>> {
+/// Returns the stream and the handshake deadline, which the XMPP handshake
+/// that follows shares.
+pub(crate) fn connect_tls(config: &Config) -> Result<(TlsStream<TcpStream>, Option<Instant>)> {
     let connector = tls_connector(config)?;
     let tcp = connect_tcp(config)?;
     let deadline = config.timeouts.handshake.map(|t| Instant::now() + t);
@@ -198,7 +200,7 @@ pub(crate) fn connect_tls(config: &Config) -> Result<TlsStream<TcpStream>> {
                 SetTimeout::set_nonblocking(&mut s, false)?;
                 SetTimeout::set_write_timeout(&mut s, config.timeouts.handshake)?;
                 log::debug!("tls established with {}", config.endpoint);
-                return Ok(s);
+                return Ok((s, deadline));
             }
             Err(HandshakeError::Failure(e)) => return Err(handshake_failure(e)),
             Err(HandshakeError::WouldBlock(mid)) => {
