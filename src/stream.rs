@@ -272,6 +272,36 @@ impl<S: Read + Write + SetTimeout> XmppStream<S> {
         }
     }
 
+    /// Sends our stream header and reads the server's header and features.
+    fn open_stream(&mut self, domain: &str, deadline: Option<Instant>) -> Result<Element> {
+        self.write_header(domain);
+        self.flush()?;
+        self.handshake_header(deadline)?;
+        let features = self.handshake_stanza(deadline, "<stream:features>")?;
+        if !features.is("features", NS_STREAM) {
+            return Err(unexpected("<stream:features>", &features));
+        }
+        Ok(features)
+    }
+
+    /// Waits for the answer to our iq `id`; other stanzas that arrive
+    /// meanwhile are kept in `early` for the caller.
+    fn await_iq(
+        &mut self,
+        id: &str,
+        expected: &'static str,
+        deadline: Option<Instant>,
+        early: &mut Vec<Element>,
+    ) -> Result<Element> {
+        loop {
+            let el = self.handshake_stanza(deadline, expected)?;
+            if el.is("iq", NS_CLIENT) && el.attr("id") == Some(id) {
+                return Ok(el);
+            }
+            keep_early(early, el, expected)?;
+        }
+    }
+
     fn write_header(&mut self, domain: &str) {
         let out = &mut self.out;
         out.push_str("<stream:stream to=\"");
@@ -387,13 +417,7 @@ pub(crate) fn handshake<S: Read + Write + SetTimeout>(
     io.stream.set_write_timeout(config.timeouts.handshake)?;
 
     // 1. Stream header and SASL features.
-    io.write_header(&config.domain);
-    io.flush()?;
-    io.handshake_header(deadline)?;
-    let features = io.handshake_stanza(deadline, "<stream:features>")?;
-    if !features.is("features", NS_STREAM) {
-        return Err(unexpected("<stream:features>", &features));
-    }
+    let features = io.open_stream(&config.domain, deadline)?;
     let mechanisms = features
         .child("mechanisms", NS_SASL)
         .ok_or(ProtocolError::NoPlainMechanism)?;
@@ -454,13 +478,7 @@ pub(crate) fn handshake<S: Read + Write + SetTimeout>(
 
     // 3. Restart the stream; bind.
     io.reader.reset();
-    io.write_header(&config.domain);
-    io.flush()?;
-    io.handshake_header(deadline)?;
-    let features = io.handshake_stanza(deadline, "<stream:features>")?;
-    if !features.is("features", NS_STREAM) {
-        return Err(unexpected("<stream:features>", &features));
-    }
+    let features = io.open_stream(&config.domain, deadline)?;
     if features.child("bind", NS_BIND).is_none() {
         return Err(ProtocolError::BindFailed {
             condition: "server offered no resource binding".into(),
@@ -475,32 +493,21 @@ pub(crate) fn handshake<S: Read + Write + SetTimeout>(
     crate::xml::escape_text(&config.resource, io.out());
     io.out().push_str("</resource></bind></iq>");
     io.flush()?;
-    let jid = loop {
-        let el = io.handshake_stanza(deadline, "bind result")?;
-        if !el.is("iq", NS_CLIENT) || el.attr("id") != Some("bind1") {
-            keep_early(&mut early, el, "bind result")?;
-            continue;
+    let el = io.await_iq("bind1", "bind result", deadline, &mut early)?;
+    if el.attr("type") != Some("result") {
+        return Err(ProtocolError::BindFailed {
+            condition: iq_error_condition(&el),
         }
-        match el.attr("type") {
-            Some("result") => {
-                let jid = el
-                    .child("bind", NS_BIND)
-                    .and_then(|b| b.child("jid", NS_BIND))
-                    .map(|j| j.text().trim().to_string())
-                    .filter(|j| !j.is_empty())
-                    .ok_or_else(|| ProtocolError::BindFailed {
-                        condition: "bind result without a jid".into(),
-                    })?;
-                break jid;
-            }
-            _ => {
-                return Err(ProtocolError::BindFailed {
-                    condition: iq_error_condition(&el),
-                }
-                .into())
-            }
-        }
-    };
+        .into());
+    }
+    let jid = el
+        .child("bind", NS_BIND)
+        .and_then(|b| b.child("jid", NS_BIND))
+        .map(|j| j.text().trim().to_string())
+        .filter(|j| !j.is_empty())
+        .ok_or_else(|| ProtocolError::BindFailed {
+            condition: "bind result without a jid".into(),
+        })?;
 
     // 4. Session, when offered (harmless; CCS answers it).
     if session {
@@ -508,19 +515,12 @@ pub(crate) fn handshake<S: Read + Write + SetTimeout>(
             "<iq type=\"set\" id=\"sess1\"><session xmlns=\"urn:ietf:params:xml:ns:xmpp-session\"/></iq>",
         );
         io.flush()?;
-        loop {
-            let el = io.handshake_stanza(deadline, "session result")?;
-            if !el.is("iq", NS_CLIENT) || el.attr("id") != Some("sess1") {
-                keep_early(&mut early, el, "session result")?;
-                continue;
+        let el = io.await_iq("sess1", "session result", deadline, &mut early)?;
+        if el.attr("type") != Some("result") {
+            return Err(ProtocolError::BindFailed {
+                condition: format!("session: {}", iq_error_condition(&el)),
             }
-            if el.attr("type") != Some("result") {
-                return Err(ProtocolError::BindFailed {
-                    condition: format!("session: {}", iq_error_condition(&el)),
-                }
-                .into());
-            }
-            break;
+            .into());
         }
     }
     log::info!("connected as {jid}");
