@@ -280,8 +280,9 @@ pub fn check_event(data: &[u8]) {
     if let Ok(ev) = &parsed {
         check_event_round_trip(ev);
     }
-    // The writer turns U+0000, which XML cannot carry, into U+FFFD.
-    let xml_ok = !json.contains('\0');
+    // The writer turns U+0000, which XML cannot carry, into U+FFFD (in the
+    // payload and in every attribute and text made of the input).
+    let xml_ok = !text.contains('\0');
 
     // The payload in the two wrappers CCS uses (PROTOCOL.md §4).
     let gcm = Element::new("gcm", NS_GCM).with_text(json);
