@@ -9,7 +9,8 @@ mod props;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use fcm_xmpp::xml::{Packet, ReaderLimits};
+use fcm_xmpp::xml::{Element, Packet, ReaderLimits};
+use fcm_xmpp::{Event, ProtocolError};
 
 /// The committed seeds of `target`, sorted by name.
 fn seeds(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
@@ -127,4 +128,46 @@ fn seeds_are_what_they_claim() {
     let built = props::decode_message(&seed("message_validation", "built_to"));
     assert_eq!(built.get_time_to_live(), Some(600));
     assert_eq!(built.data_pairs().len(), 2);
+}
+
+// ---- findings ----------------------------------------------------------------
+//
+// No run found a crash, hang or property failure in the crate (see the table
+// in fuzz/README.md). The two findings below were in the harness's own
+// expectations; they stay here because they pin the writer behaviour the
+// harness relies on.
+
+/// event_json, first minute: U+0000 in the error `type` attribute. The
+/// writer documents that it writes U+0000, which XML cannot carry, as
+/// U+FFFD, so the XML round trip changes the value; the harness skipped the
+/// XML steps only for U+0000 in the payload, now for any in the input.
+#[test]
+fn event_json_nul_outside_the_payload() {
+    let input = b"\x1f\x1f \x1f\x00\x1f";
+    props::check_event(input);
+    let el = Element::new("message", "jabber:client").with_attr("type", "\0");
+    let back = props::write_and_reread(&el).expect("reads back");
+    assert_eq!(back.attr("type"), Some("\u{FFFD}"));
+}
+
+/// event_json seed `stanza_error_bare`: an empty payload is an empty text
+/// node, which the writer leaves out (`<gcm></gcm>`), so the element read
+/// back has no text node; the event is the same (no payload is a bad one).
+#[test]
+fn event_json_empty_payload() {
+    props::check_event(b"\x1f\x1f \x1f\x1f");
+    let msg = Element::new("message", "jabber:client")
+        .with_child(Element::new("gcm", "google:mobile:data").with_text(""));
+    let back = props::write_and_reread(&msg).expect("reads back");
+    assert_eq!(
+        back,
+        Element::new("message", "jabber:client")
+            .with_child(Element::new("gcm", "google:mobile:data"))
+    );
+    let ev = Event::from_stanza(&back);
+    assert!(
+        matches!(ev, Err(ProtocolError::BadPayload { .. })),
+        "{ev:?}"
+    );
+    assert_eq!(ev, Event::from_stanza(&msg));
 }
