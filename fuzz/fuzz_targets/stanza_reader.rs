@@ -1,0 +1,5 @@
+//! `cargo fuzz run stanza_reader`: see `fcm_xmpp_fuzz::check_reader` for the input format and
+//! the properties checked.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| fcm_xmpp_fuzz::check_reader(data));

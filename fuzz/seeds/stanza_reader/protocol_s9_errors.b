@@ -1,0 +1,5 @@
+ÿ<stream:stream from="gcm.googleapis.com" id="3F2A9C0D11B7E845" version="1.0" xmlns:stream="http://etherx.jabber.org/streams" xmlns="jabber:client"><message id="m-42" type="error" to="123456789012@gcm.googleapis.com/fcmxmpp5D0C9A1E"><gcm xmlns="google:mobile:data">{"to":"TOKEN","time_to_live":600}</gcm><error code="400" type="modify"><bad-request xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/>
+  <text xmlns="urn:ietf:params:xml:ns:xmpp-stanzas">InvalidJson: JSON_PARSING_ERROR : Missing
+  Required Field: message_id
+</text></error></message><message id="a-9" type="error"><gcm xmlns="google:mobile:data">{"to":"TOKEN","message_id":"m-1","message_type":"ack"}</gcm><error code="406" type="modify"><not-acceptable xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/></error></message><stream:error><invalid-xml xmlns="urn:ietf:params:xml:ns:xmpp-streams"/>
+</stream:error></stream:stream>
