@@ -105,6 +105,7 @@ pub mod message;
 #[cfg(test)]
 mod mock;
 mod stream;
+mod threads;
 mod transport;
 pub mod xml;
 

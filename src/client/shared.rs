@@ -383,8 +383,9 @@ impl Shared {
         }
     }
 
+    /// Keeps a drainer's handle (joining the ones already finished).
     pub(crate) fn add_drainer(&self, h: JoinHandle<()>) {
-        lock(&self.drainers).push(h);
+        crate::threads::push_reaping(&mut lock(&self.drainers), h);
     }
 
     pub(crate) fn join_drainers(&self) {

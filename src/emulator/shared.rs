@@ -220,7 +220,7 @@ fn spawn_session(shared: &Arc<Shared>, tcp: TcpStream) {
         .name(format!("fcm-emu-{}", id.0))
         .spawn(move || session::run(session_shared, id, tcp, ctl));
     match spawned {
-        Ok(h) => lock(&shared.threads).push(h),
+        Ok(h) => crate::threads::push_reaping(&mut lock(&shared.threads), h),
         Err(e) => {
             log::warn!("ccs emulator: cannot start a thread for {id}: {e}");
             shared.state().sessions.remove(&id);
