@@ -107,7 +107,8 @@ impl Link {
         }
     }
 
-    fn finish(&mut self, shared: &Shared, conn: &mut Conn) -> crate::Result<()> {
+    /// Buffers the manual acks the application queued for this connection.
+    fn write_manual_acks(&mut self, shared: &Shared, conn: &mut Conn) -> crate::Result<()> {
         shared.take_acks(self.conn_id, &mut self.acks);
         for (to, id) in self.acks.drain(..) {
             conn.ack_to(&to, &id)?;
@@ -309,12 +310,13 @@ fn run_connection(shared: &Arc<Shared>, slot: usize, mut conn: Conn) -> Ended {
     let poll = shared.cfg.poll_interval;
     loop {
         let step = (|| -> crate::Result<Option<Ended>> {
-            link.finish(shared, &mut conn)?;
+            link.write_manual_acks(shared, &mut conn)?;
 
             // Write what the window allows, in one write.
             if !conn.is_draining() {
                 shared.take(conn.window_free(), &mut batch);
-                for e in batch.drain(..) {
+                let mut entries = batch.drain(..);
+                while let Some(e) = entries.next() {
                     match conn.send_buffered(&e.message) {
                         Ok(()) => {
                             shared.counters.sent.fetch_add(1, Ordering::Relaxed);
@@ -327,7 +329,10 @@ fn run_connection(shared: &Arc<Shared>, slot: usize, mut conn: Conn) -> Ended {
                             shared.schedule_retry(e, Instant::now() + poll);
                         }
                         Err(err) => {
-                            shared.requeue_front(vec![e]);
+                            // This one and the rest of the batch go back, in order.
+                            let mut back = vec![e];
+                            back.extend(entries);
+                            shared.requeue_front(back);
                             return Err(err);
                         }
                     }
@@ -391,13 +396,28 @@ fn run_connection(shared: &Arc<Shared>, slot: usize, mut conn: Conn) -> Ended {
                     jid: link.jid.clone(),
                 });
                 shared.emit(&mut link.events);
-                let s = Arc::clone(shared);
-                match thread::Builder::new()
+                // The drainer takes the connection out of this cell; if the
+                // thread cannot start, this thread drains it instead, so its
+                // pending messages are never dropped with the closure.
+                let cell = Arc::new(std::sync::Mutex::new(Some((link, conn))));
+                let (s, c) = (Arc::clone(shared), Arc::clone(&cell));
+                let spawned = thread::Builder::new()
                     .name(format!("fcm-xmpp-drain-{slot}"))
-                    .spawn(move || run_drainer(s, link, conn))
-                {
+                    .spawn(move || {
+                        let taken = c.lock().unwrap_or_else(|e| e.into_inner()).take();
+                        if let Some((link, conn)) = taken {
+                            run_drainer(s, link, conn);
+                        }
+                    });
+                match spawned {
                     Ok(h) => shared.add_drainer(h),
-                    Err(e) => log::error!("cannot spawn a drainer thread: {e}"),
+                    Err(e) => {
+                        log::warn!("cannot spawn a drainer thread ({e}): draining here");
+                        let taken = cell.lock().unwrap_or_else(|e| e.into_inner()).take();
+                        if let Some((link, conn)) = taken {
+                            run_drainer(Arc::clone(shared), link, conn);
+                        }
+                    }
                 }
                 return Ended::Draining;
             }
@@ -419,7 +439,7 @@ fn run_connection(shared: &Arc<Shared>, slot: usize, mut conn: Conn) -> Ended {
 
 /// Shutdown: close the stream, take the late events, give up what is left.
 fn close_gracefully(shared: &Shared, link: &mut Link, mut conn: Conn) {
-    let _ = link.finish(shared, &mut conn);
+    let _ = link.write_manual_acks(shared, &mut conn);
     match conn.close() {
         // The stream is gone: late acks and final rejections still settle
         // their messages; a retryable NACK cannot be retried now, and upstream
@@ -459,7 +479,7 @@ fn close_gracefully(shared: &Shared, link: &mut Link, mut conn: Conn) {
 fn run_drainer(shared: Arc<Shared>, mut link: Link, mut conn: Conn) {
     let started = Instant::now();
     let why = loop {
-        if let Err(e) = link.finish(&shared, &mut conn) {
+        if let Err(e) = link.write_manual_acks(&shared, &mut conn) {
             break e.to_string();
         }
         match conn.recv_event(Some(Duration::from_millis(50))) {
