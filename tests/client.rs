@@ -713,3 +713,47 @@ fn duplicate_upstream_is_filtered_only_when_asked() {
         client.shutdown(Duration::from_secs(1));
     }
 }
+
+#[test]
+fn a_drained_connection_that_never_closes_is_given_up_and_its_messages_resent() {
+    let _w = watchdog("drain_timeout", Duration::from_secs(30));
+    let emu = Emulator::start(SENDER, KEY).unwrap();
+    let cfg = fast(emu.client_config()).drain_timeout(Duration::from_millis(300));
+    let (client, mut events) = Client::start(cfg).unwrap();
+    assert!(emu.wait_for_connections(1, Duration::from_secs(10)));
+    let old = emu.connections()[0];
+    // Answers held far longer than the drain timeout: the old connection
+    // would stay open (draining) with these in flight.
+    emu.set_ack_delay(Duration::from_secs(60));
+    let ids: Vec<String> = (0..5)
+        .map(|i| client.send(Message::to(format!("d{i}"))).unwrap())
+        .collect();
+    assert!(emu.wait_until(Duration::from_secs(5), |l| l.total_received() >= 5));
+    emu.set_ack_delay(Duration::ZERO);
+    assert!(emu.drain(old));
+    let mut seen = Seen::default();
+    assert!(
+        seen.collect(&mut events, Duration::from_secs(10), |s| s.outcome_count()
+            >= 5),
+        "{:?}",
+        seen.other
+    );
+    for id in &ids {
+        assert_eq!(seen.outcomes[id], vec!["delivered"], "{id}");
+    }
+    let ledger = emu.ledger();
+    let first = ledger.conn(old).unwrap();
+    assert!(first.drained && first.acked.is_empty(), "{first:?}");
+    // Every message went out again on the new connection.
+    let resent: usize = ledger
+        .connections
+        .iter()
+        .filter(|c| c.id != old)
+        .map(|c| c.received.iter().filter(|id| ids.contains(id)).count())
+        .sum();
+    assert_eq!(resent, 5);
+    assert!(emu.wait_until(Duration::from_secs(5), |l| l
+        .conn(old)
+        .is_some_and(|c| c.closed)));
+    assert!(client.shutdown(Duration::from_secs(2)).is_empty());
+}

@@ -422,7 +422,7 @@ fn run_connection(shared: &Arc<Shared>, slot: usize, mut conn: Conn) -> Ended {
                 return Ended::Draining;
             }
             Ok(Some(_)) => {
-                close_gracefully(shared, &mut link, conn);
+                close_gracefully(shared, &mut link, conn, Leftover::GiveBack);
                 return Ended::Done;
             }
             Err(e) => {
@@ -437,8 +437,18 @@ fn run_connection(shared: &Arc<Shared>, slot: usize, mut conn: Conn) -> Ended {
     }
 }
 
-/// Shutdown: close the stream, take the late events, give up what is left.
-fn close_gracefully(shared: &Shared, link: &mut Link, mut conn: Conn) {
+/// What happens to messages still pending when we close a connection.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Leftover {
+    /// Shutdown: handed back by `Client::shutdown`.
+    GiveBack,
+    /// A drained connection the server never closed: sent again elsewhere.
+    Resend,
+}
+
+/// Closes the stream ourselves, settles what the late events settle, and
+/// gives back or resends what is left.
+fn close_gracefully(shared: &Shared, link: &mut Link, mut conn: Conn, leftover: Leftover) {
     let _ = link.write_manual_acks(shared, &mut conn);
     match conn.close() {
         // The stream is gone: late acks and final rejections still settle
@@ -468,7 +478,16 @@ fn close_gracefully(shared: &Shared, link: &mut Link, mut conn: Conn) {
         Err(e) => log::debug!("close: {e}"),
     }
     let left = link.take_pending(shared);
-    shared.add_leftovers(left);
+    match leftover {
+        Leftover::GiveBack => shared.add_leftovers(left),
+        Leftover::Resend => {
+            shared
+                .counters
+                .resent
+                .fetch_add(left.len() as u64, Ordering::Relaxed);
+            shared.requeue_front(left);
+        }
+    }
     shared.emit(&mut link.events);
     shared.unregister_conn(link.conn_id);
 }
@@ -502,11 +521,11 @@ fn run_drainer(shared: Arc<Shared>, mut link: Link, mut conn: Conn) {
                 link.jid,
                 shared.cfg.drain_timeout
             );
-            close_gracefully(&shared, &mut link, conn);
+            close_gracefully(&shared, &mut link, conn, Leftover::Resend);
             return;
         }
         if shared.deadline().is_some_and(|d| Instant::now() >= d) {
-            close_gracefully(&shared, &mut link, conn);
+            close_gracefully(&shared, &mut link, conn, Leftover::GiveBack);
             return;
         }
     };
