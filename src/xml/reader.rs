@@ -2233,19 +2233,7 @@ mod tests {
 
     // ---- fuzz-style ----
 
-    /// xorshift64*: deterministic, good enough to shake the scanner.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
+    use crate::mock::Rng;
 
     fn mutate(rng: &mut Rng, input: &mut Vec<u8>) {
         const SPICE: &[u8] = b"<>/&;\"'=![]?-:x \n\r\t#\xc3\xa9\xff\x00";

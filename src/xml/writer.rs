@@ -259,16 +259,7 @@ mod tests {
         assert_eq!(read_back(&el), el);
     }
 
-    /// xorshift64*: deterministic pseudo-random strings.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-    }
+    use crate::mock::Rng;
 
     fn random_string(rng: &mut Rng) -> String {
         const TRICKY: &[&str] = &[
