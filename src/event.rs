@@ -24,12 +24,7 @@ use crate::error::ProtocolError;
 use crate::json::{self, FieldError};
 use crate::xml::Element;
 
-/// The XMPP client namespace stanzas live in.
-const NS_CLIENT: &str = "jabber:client";
-/// The namespace of the CCS `<gcm>` payload element.
-const NS_GCM: &str = "google:mobile:data";
-/// The namespace of stanza error conditions and `<text>`.
-const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+use crate::ns::{CLIENT as NS_CLIENT, GCM as NS_GCM, STANZAS as NS_STANZAS};
 /// The `message_id` prefix of delivery receipts.
 const RECEIPT_PREFIX: &str = "dr2:";
 

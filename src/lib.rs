@@ -104,6 +104,7 @@ mod json;
 pub mod message;
 #[cfg(test)]
 mod mock;
+mod ns;
 mod stream;
 mod threads;
 mod transport;

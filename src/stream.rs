@@ -13,14 +13,10 @@ use crate::error::{Error, Phase, ProtocolError, Result, TlsError, TlsErrorKind};
 use crate::transport::{is_timeout, SetTimeout};
 use crate::xml::{escape_attr, Element, Packet, ReaderLimits, StanzaReader};
 
-pub(crate) const NS_CLIENT: &str = "jabber:client";
-pub(crate) const NS_STREAM: &str = "http://etherx.jabber.org/streams";
-pub(crate) const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
-pub(crate) const NS_BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
-pub(crate) const NS_SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
-pub(crate) const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
-pub(crate) const NS_STREAMS_ERR: &str = "urn:ietf:params:xml:ns:xmpp-streams";
-pub(crate) const NS_PING: &str = "urn:xmpp:ping";
+pub(crate) use crate::ns::{
+    BIND as NS_BIND, CLIENT as NS_CLIENT, PING as NS_PING, SASL as NS_SASL, SESSION as NS_SESSION,
+    STANZAS as NS_STANZAS, STREAM as NS_STREAM, STREAMS_ERR as NS_STREAMS_ERR,
+};
 
 /// A byte stream framed into XMPP packets, with a write buffer.
 ///

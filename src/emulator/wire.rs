@@ -13,14 +13,10 @@ use base64::Engine as _;
 use crate::event::{Control, ControlKind, Event, Receipt, StanzaError, Upstream};
 use crate::xml::{escape_attr, escape_text, write_element};
 
-pub(crate) const NS_CLIENT: &str = "jabber:client";
-pub(crate) const NS_STREAM: &str = "http://etherx.jabber.org/streams";
-pub(crate) const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
-pub(crate) const NS_BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
-pub(crate) const NS_SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
-pub(crate) const NS_GCM: &str = "google:mobile:data";
-pub(crate) const NS_PING: &str = "urn:xmpp:ping";
-pub(crate) const NS_ROSTER: &str = "jabber:iq:roster";
+pub(crate) use crate::ns::{
+    BIND as NS_BIND, CLIENT as NS_CLIENT, GCM as NS_GCM, PING as NS_PING, ROSTER as NS_ROSTER,
+    SASL as NS_SASL, SESSION as NS_SESSION, STREAM as NS_STREAM,
+};
 
 /// The domain CCS uses in `from` when the client did not name one.
 pub(crate) const DEFAULT_DOMAIN: &str = "gcm.googleapis.com";
