@@ -86,7 +86,8 @@ static GLOBAL: Counting = Counting;
 const SENDER: &str = "123456789012";
 const KEY: &str = "bench-server-key";
 /// A registration token of the length FCM issues (152 characters).
-const TOKEN: &str = "dQw4w9WgXcQ:APA91bHun4MxP5egoKMwt2KZFBaFUH-1RYqx1mUe3KbZ7vVnJq0HwXyTcLsP9aRfOe\
+const TOKEN: &str =
+    "dQw4w9WgXcQ:APA91bHun4MxP5egoKMwt2KZFBaFUH-1RYqx1mUe3KbZ7vVnJq0HwXyTcLsP9aRfOe\
                      4uIgD8kNmB6jWtQpZr2xYs5vC1oL7hGdA3fEiMbU0nKwRqTz9ySaXcVjPlHgF4eDuI-Ox_Nk";
 /// What a send-to-ack wait, an event wait or a connect may take before the run fails.
 const STALL: Duration = Duration::from_secs(20);
@@ -125,6 +126,13 @@ fn main() {
         serve_emulator();
         return;
     }
+    if args.first().map(String::as_str) == Some("--peer-client") {
+        if let Err(e) = peer_client(&args[1..]) {
+            eprintln!("bench: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let mode = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         [] => Mode::Full,
         ["--quick"] => Mode::Quick,
@@ -161,10 +169,25 @@ fn main() {
         }
     }
     println!("# loadavg at end: {}", loadavg());
-    println!(
-        "bench_wall_s: {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    println!("bench_wall_s: {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// The `--peer-client PORT COUNT` mode of `benches/peers/run.sh`: COUNT messages through
+/// the worker (one connection, window 100) to an emulator on 127.0.0.1:PORT, each built
+/// as it is sent, as the peer clients do; then the rate and this process's peak RSS.
+fn peer_client(args: &[String]) -> Res<()> {
+    let [port, count] = args else {
+        return Err("usage: bench --peer-client PORT COUNT".into());
+    };
+    let port = port.parse().map_err(|_| format!("bad port {port:?}"))?;
+    let n = count.parse().map_err(|_| format!("bad count {count:?}"))?;
+    let cfg = Config::new(SENDER, KEY)
+        .endpoint(Endpoint::new("127.0.0.1", port))
+        .add_root_pem(Emulator::cert_pem());
+    let r = worker_run(cfg, 1, 100, 10_000, lazy_messages(n, Payload::Small), false)?;
+    figure("peer_client_msgs_per_s", r.msgs_per_s, "msg/s");
+    figure("peer_client_peak_rss_kib", status_kib("VmHWM:"), "KiB");
+    Ok(())
 }
 
 /// Prints one figure.
@@ -201,10 +224,15 @@ fn process_cpu_s() -> f64 {
 
 /// Resident memory of this process, KiB.
 fn rss_kib() -> f64 {
+    status_kib("VmRSS:")
+}
+
+/// A `kB` field of `/proc/self/status` (`VmRSS:`, `VmHWM:`), KiB.
+fn status_kib(field: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
@@ -254,27 +282,30 @@ static RUN: AtomicUsize = AtomicUsize::new(0);
 
 /// `n` messages with ids `r{run}-{i}`, so an outcome's index is its id's suffix.
 fn messages(n: usize, payload: Payload) -> Vec<Message> {
+    lazy_messages(n, payload).collect()
+}
+
+/// The same, built one by one as they are taken.
+fn lazy_messages(n: usize, payload: Payload) -> impl Iterator<Item = Message> + Send {
     let run = RUN.fetch_add(1, Ordering::Relaxed);
     let large = "0123456789abcdef".repeat(219); // 3504 bytes
-    (0..n)
-        .map(|i| {
-            let m = Message::to(TOKEN)
-                .message_id(format!("r{run}-{i}"))
-                .time_to_live(600);
-            match payload {
-                Payload::Small => m
-                    .data("seq", i.to_string())
-                    .data("text", "Your order #8812 has shipped and arrives Tuesday"),
-                Payload::Large => m.data("seq", i.to_string()).data("blob", large.as_str()),
-                Payload::Notification => m.notification(
-                    Notification::new()
-                        .title("Portugal vs. Denmark")
-                        .body("great match! 2-1 after extra time")
-                        .icon("ic_launcher"),
-                ),
-            }
-        })
-        .collect()
+    (0..n).map(move |i| {
+        let m = Message::to(TOKEN)
+            .message_id(format!("r{run}-{i}"))
+            .time_to_live(600);
+        match payload {
+            Payload::Small => m
+                .data("seq", i.to_string())
+                .data("text", "Your order #8812 has shipped and arrives Tuesday"),
+            Payload::Large => m.data("seq", i.to_string()).data("blob", large.as_str()),
+            Payload::Notification => m.notification(
+                Notification::new()
+                    .title("Portugal vs. Denmark")
+                    .body("great match! 2-1 after extra time")
+                    .icon("ic_launcher"),
+            ),
+        }
+    })
 }
 
 fn index_of(id: &str) -> Res<usize> {
@@ -355,10 +386,11 @@ fn worker_run(
     conns: usize,
     window: usize,
     queue: usize,
-    msgs: Vec<Message>,
+    msgs: impl IntoIterator<Item = Message, IntoIter: Send + 'static>,
     record_latency: bool,
 ) -> Res<WorkerRun> {
-    let n = msgs.len();
+    let msgs = msgs.into_iter();
+    let n = msgs.size_hint().0;
     let (client, mut events) = start_worker(
         ClientConfig::new(base.max_pending(window))
             .connections(conns)
@@ -458,7 +490,11 @@ fn throughput(mode: Mode) -> Res<()> {
     for (window, full) in [(1, 20_000), (10, 100_000), (100, 200_000)] {
         let msgs = messages(mode.n(full), Payload::Small);
         let rate = raw_run(&cfg, window, &msgs)?;
-        figure(&format!("raw_connection_msgs_per_s_window{window}"), rate, "msg/s");
+        figure(
+            &format!("raw_connection_msgs_per_s_window{window}"),
+            rate,
+            "msg/s",
+        );
         if window == 100 {
             raw100 = rate;
         }
@@ -467,7 +503,11 @@ fn throughput(mode: Mode) -> Res<()> {
     for (window, full) in [(1, 20_000), (10, 100_000), (100, 200_000)] {
         let msgs = messages(mode.n(full), Payload::Small);
         let r = worker_run(cfg.clone(), 1, window, 10_000, msgs, false)?;
-        figure(&format!("downstream_msgs_per_s_window{window}"), r.msgs_per_s, "msg/s");
+        figure(
+            &format!("downstream_msgs_per_s_window{window}"),
+            r.msgs_per_s,
+            "msg/s",
+        );
         if window == 100 {
             worker100 = r.msgs_per_s;
         }
@@ -484,7 +524,11 @@ fn throughput(mode: Mode) -> Res<()> {
     ] {
         let msgs = messages(mode.n(full), payload);
         let r = worker_run(cfg.clone(), 1, 100, 10_000, msgs, false)?;
-        figure(&format!("downstream_msgs_per_s_{name}"), r.msgs_per_s, "msg/s");
+        figure(
+            &format!("downstream_msgs_per_s_{name}"),
+            r.msgs_per_s,
+            "msg/s",
+        );
         if let Payload::Large = payload {
             figure(
                 "downstream_mb_per_s_data3500",
@@ -519,7 +563,10 @@ fn latency(mode: Mode) -> Res<()> {
     let cfg = emu.client_config();
     let gap = Duration::from_millis(5);
     let k = mode.n(2_000).min(2_000);
-    println!("# light load: one message at a time, {} ms idle between, {k} messages", gap.as_millis());
+    println!(
+        "# light load: one message at a time, {} ms idle between, {k} messages",
+        gap.as_millis()
+    );
 
     // The worker: the connection is idle when each message is sent.
     let (client, mut events) = start_worker(ClientConfig::new(cfg.clone()))?;
@@ -564,6 +611,9 @@ fn latency_bound(mode: Mode) -> Res<()> {
     let rtt = Duration::from_millis(20);
     emu.set_ack_delay(rtt);
     println!("# every ack held back 20 ms; limit = connections x window / RTT");
+    let n = (5000.0 * mode.secs(4.0)) as usize;
+    let rate = raw_run(&emu.client_config(), 100, &messages(n, Payload::Small))?;
+    figure("rtt20ms_raw_connection_ratio", rate / 5000.0, "ratio");
     for (name, conns) in [("one_connection", 1usize), ("pool16", 16)] {
         let limit = conns as f64 * 100.0 / rtt.as_secs_f64();
         let n = (limit * mode.secs(4.0)) as usize;
@@ -571,7 +621,11 @@ fn latency_bound(mode: Mode) -> Res<()> {
         let r = worker_run(emu.client_config(), conns, 100, 10_000, msgs, false)?;
         figure(&format!("rtt20ms_{name}_msgs_per_s"), r.msgs_per_s, "msg/s");
         figure(&format!("rtt20ms_{name}_limit_msgs_per_s"), limit, "msg/s");
-        figure(&format!("rtt20ms_{name}_ratio"), r.msgs_per_s / limit, "ratio");
+        figure(
+            &format!("rtt20ms_{name}_ratio"),
+            r.msgs_per_s / limit,
+            "ratio",
+        );
     }
     emu.shutdown();
     Ok(())
@@ -685,7 +739,9 @@ fn parse(mode: Mode) -> Res<()> {
     let n = mode.n(200_000);
     let text = inbound_stream(n);
     let mb = text.len() as f64 / 1e6;
-    println!("# {n} inbound stanzas (8 acks : 1 upstream : 1 receipt), {mb:.1} MB, fed in 16 KiB blocks");
+    println!(
+        "# {n} inbound stanzas (8 acks : 1 upstream : 1 receipt), {mb:.1} MB, fed in 16 KiB blocks"
+    );
     let reader = best_of(5, n, &|| {
         let mut r = StanzaReader::new(ReaderLimits::default());
         let mut stanzas = 0;
@@ -716,7 +772,11 @@ fn parse(mode: Mode) -> Res<()> {
                 .filter(|_| Event::from_json(std::hint::black_box(&json)).is_ok())
                 .count()
         })?;
-        figure(&format!("json_decode_{name}_events_per_s"), k as f64 / secs, "event/s");
+        figure(
+            &format!("json_decode_{name}_events_per_s"),
+            k as f64 / secs,
+            "event/s",
+        );
     }
     Ok(())
 }
@@ -800,7 +860,10 @@ fn serve_emulator() {
     let _ = std::io::stdout().flush();
     for line in std::io::stdin().lines() {
         let Ok(line) = line else { break };
-        if let Some(n) = line.strip_prefix("inject ").and_then(|n| n.parse::<usize>().ok()) {
+        if let Some(n) = line
+            .strip_prefix("inject ")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
             for _ in 0..n {
                 emu.inject_upstream(TOKEN, "com.example.app", &UPSTREAM_DATA);
             }
@@ -809,14 +872,23 @@ fn serve_emulator() {
     emu.shutdown();
 }
 
-fn tls_only(config: &Config) -> Res<native_tls::TlsStream<TcpStream>> {
+/// A TLS connector trusting the emulator, built as the library builds one per connection.
+fn tls_connector() -> Res<native_tls::TlsConnector> {
     let ca = native_tls::Certificate::from_pem(Emulator::cert_pem()).map_err(|e| e.to_string())?;
-    let connector = native_tls::TlsConnector::builder()
+    native_tls::TlsConnector::builder()
         .add_root_certificate(ca)
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+}
+
+/// A TLS connection to the emulator and nothing more (no XMPP).
+fn tls_only(
+    connector: &native_tls::TlsConnector,
+    config: &Config,
+) -> Res<native_tls::TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(("127.0.0.1", config.endpoint.port)).map_err(|e| e.to_string())?;
-    tcp.set_read_timeout(Some(STALL)).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(STALL))
+        .map_err(|e| e.to_string())?;
     connector
         .connect("127.0.0.1", tcp)
         .map_err(|e| format!("tls: {e}"))
@@ -831,24 +903,38 @@ fn cost(mode: Mode) -> Res<()> {
     let warm = Connection::connect(&cfg).map_err(|e| format!("connect: {e}"))?;
     let _ = warm.close();
     let conns = 100;
+    let per = |d: f64| d / conns as f64;
     let r0 = rss_kib();
-    let tls: Vec<_> = (0..conns).map(|_| tls_only(&cfg)).collect::<Res<_>>()?;
+    let shared = tls_connector()?;
+    let tls_shared: Vec<_> = (0..conns)
+        .map(|_| tls_only(&shared, &cfg))
+        .collect::<Res<_>>()?;
     let r1 = rss_kib();
+    let tls: Vec<_> = (0..conns)
+        .map(|_| tls_only(&tls_connector()?, &cfg))
+        .collect::<Res<_>>()?;
+    let r2 = rss_kib();
     let heap0 = LIVE_BYTES.load(Ordering::Relaxed);
     let open: Vec<_> = (0..conns)
         .map(|_| Connection::connect(&cfg).map_err(|e| format!("connect: {e}")))
         .collect::<Res<_>>()?;
     let heap1 = LIVE_BYTES.load(Ordering::Relaxed);
-    let r2 = rss_kib();
-    let per = |d: f64| d / conns as f64;
-    figure("tls_only_connection_rss_kib", per(r1 - r0), "KiB");
-    figure("idle_connection_rss_kib", per(r2 - r1), "KiB");
-    figure("idle_connection_rss_beyond_tls_kib", per((r2 - r1) - (r1 - r0)), "KiB");
+    let r3 = rss_kib();
+    println!("# {conns} connections of each kind held open at once; RSS growth per connection");
+    figure("tls_only_shared_connector_rss_kib", per(r1 - r0), "KiB");
+    figure("tls_only_connection_rss_kib", per(r2 - r1), "KiB");
+    figure("idle_connection_rss_kib", per(r3 - r2), "KiB");
+    figure(
+        "idle_connection_rss_beyond_tls_kib",
+        per((r3 - r2) - (r2 - r1)),
+        "KiB",
+    );
     figure(
         "idle_connection_rust_heap_kib",
         per(heap1.saturating_sub(heap0) as f64 / 1024.0),
         "KiB",
     );
+    drop(tls_shared);
     drop(tls);
     for c in open {
         let _ = c.close();
@@ -881,7 +967,9 @@ fn cost(mode: Mode) -> Res<()> {
         thread::scope(|s| {
             let sender = s.spawn(|| {
                 for m in msgs {
-                    client.send_timeout(m, STALL).map_err(|e| format!("send: {e}"))?;
+                    client
+                        .send_timeout(m, STALL)
+                        .map_err(|e| format!("send: {e}"))?;
                 }
                 Ok::<(), String>(())
             });
