@@ -113,12 +113,15 @@ impl Mode {
         match self {
             Mode::Full => full,
             Mode::Quick => full / 2.0,
-            Mode::Smoke => full / 10.0,
+            Mode::Smoke => full / 40.0,
         }
     }
 }
 
 type Res<T> = Result<T, String>;
+
+/// One part of the run.
+type Section = fn(Mode) -> Res<()>;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -152,7 +155,7 @@ fn main() {
     if cfg!(debug_assertions) {
         println!("# debug build: figures are not representative (use --release)");
     }
-    let sections: [(&str, fn(Mode) -> Res<()>); 6] = [
+    let sections: [(&str, Section); 6] = [
         ("cost", cost),
         ("throughput", throughput),
         ("latency", latency),
@@ -902,7 +905,7 @@ fn cost(mode: Mode) -> Res<()> {
     // Memory per idle connection: this process is still fresh, so growth is new memory.
     let warm = Connection::connect(&cfg).map_err(|e| format!("connect: {e}"))?;
     let _ = warm.close();
-    let conns = 100;
+    let conns = if mode == Mode::Smoke { 10 } else { 100 };
     let per = |d: f64| d / conns as f64;
     let r0 = rss_kib();
     let shared = tls_connector()?;
