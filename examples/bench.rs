@@ -5,6 +5,7 @@
 //! cargo run --release --features emulator --example bench              # everything, a few minutes
 //! cargo run --release --features emulator --example bench -- --quick   # under 60 s
 //! cargo run --features emulator --example bench -- --smoke             # tiny counts (CI)
+//! cargo run --release --features emulator --example bench -- --only parse,cost
 //! ```
 //!
 //! Stdout: one figure per line, `name: value unit`; lines starting with `#` are
@@ -89,6 +90,8 @@ const KEY: &str = "bench-server-key";
 const TOKEN: &str =
     "dQw4w9WgXcQ:APA91bHun4MxP5egoKMwt2KZFBaFUH-1RYqx1mUe3KbZ7vVnJq0HwXyTcLsP9aRfOe\
                      4uIgD8kNmB6jWtQpZr2xYs5vC1oL7hGdA3fEiMbU0nKwRqTz9ySaXcVjPlHgF4eDuI-Ox_Nk";
+/// The emulator's default poll (see `EmulatorBuilder::poll_interval`).
+const EMULATOR_POLL: Duration = Duration::from_millis(5);
 /// What a send-to-ack wait, an event wait or a connect may take before the run fails.
 const STALL: Duration = Duration::from_secs(20);
 
@@ -136,15 +139,24 @@ fn main() {
         }
         return;
     }
-    let mode = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        [] => Mode::Full,
-        ["--quick"] => Mode::Quick,
-        ["--smoke"] => Mode::Smoke,
-        _ => {
-            eprintln!("usage: bench [--quick | --smoke]");
-            std::process::exit(2);
+    let mut mode = Mode::Full;
+    let mut only: Option<Vec<String>> = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => mode = Mode::Quick,
+            "--smoke" => mode = Mode::Smoke,
+            "--only" => {
+                only = it
+                    .next()
+                    .map(|v| v.split(',').map(str::to_string).collect())
+            }
+            _ => {
+                eprintln!("usage: bench [--quick | --smoke] [--only SECTION,...]");
+                std::process::exit(2);
+            }
         }
-    };
+    }
     let started = Instant::now();
     println!("# fcm-xmpp bench, mode {mode:?}");
     println!(
@@ -164,6 +176,9 @@ fn main() {
         ("parse", parse),
     ];
     for (name, f) in sections {
+        if only.as_ref().is_some_and(|o| !o.iter().any(|x| x == name)) {
+            continue;
+        }
         eprintln!("bench: {name} ...");
         println!("# -- {name}");
         if let Err(e) = f(mode) {
@@ -318,9 +333,11 @@ fn index_of(id: &str) -> Res<usize> {
         .ok_or_else(|| format!("unexpected message id {id:?}"))
 }
 
-/// An emulator in this process: ids not recorded (counts only), no keepalives.
-fn local_emulator() -> Res<Emulator> {
+/// An emulator in this process: ids not recorded (counts only), no keepalives, its
+/// connection threads looking at held-back answers every `poll`.
+fn local_emulator(poll: Duration) -> Res<Emulator> {
     Emulator::builder()
+        .poll_interval(poll)
         .sender_id(SENDER)
         .server_key(KEY)
         .record_ids(false)
@@ -486,7 +503,7 @@ where
 // -- throughput ----------------------------------------------------------------------------
 
 fn throughput(mode: Mode) -> Res<()> {
-    let emu = local_emulator()?;
+    let emu = local_emulator(EMULATOR_POLL)?;
     let cfg = emu.client_config();
     println!("# downstream messages/s, emulator in this process, ~100-byte data unless named");
     let mut raw100 = 0.0;
@@ -562,7 +579,7 @@ fn print_latency(prefix: &str, mut l: Vec<Duration>) {
 }
 
 fn latency(mode: Mode) -> Res<()> {
-    let emu = local_emulator()?;
+    let emu = local_emulator(EMULATOR_POLL)?;
     let cfg = emu.client_config();
     let gap = Duration::from_millis(5);
     let k = mode.n(2_000).min(2_000);
@@ -610,10 +627,13 @@ fn latency(mode: Mode) -> Res<()> {
 }
 
 fn latency_bound(mode: Mode) -> Res<()> {
-    let emu = local_emulator()?;
+    // A short emulator poll, so held-back acks leave on time (at most 1 ms late).
+    let emu = local_emulator(Duration::from_millis(1))?;
     let rtt = Duration::from_millis(20);
     emu.set_ack_delay(rtt);
-    println!("# every ack held back 20 ms; limit = connections x window / RTT");
+    println!(
+        "# every ack held back 20 ms (emulator poll 1 ms); limit = connections x window / RTT"
+    );
     let n = (5000.0 * mode.secs(4.0)) as usize;
     let rate = raw_run(&emu.client_config(), 100, &messages(n, Payload::Small))?;
     figure("rtt20ms_raw_connection_ratio", rate / 5000.0, "ratio");
@@ -657,7 +677,7 @@ const UPSTREAM_DATA: [(&str, &str); 2] = [
 ];
 
 fn upstream(mode: Mode) -> Res<()> {
-    let emu = local_emulator()?;
+    let emu = local_emulator(EMULATOR_POLL)?;
     let n = mode.n(200_000);
     let (client, mut events) = start_worker(ClientConfig::new(emu.client_config()))?;
     let t0 = Instant::now();

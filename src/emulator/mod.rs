@@ -84,6 +84,9 @@ pub const MAX_DELAYED: usize = 1000;
 /// The CCS limit of pending downstream messages per connection (PROTOCOL.md §10).
 pub const WINDOW: usize = 100;
 
+/// The shortest [`EmulatorBuilder::poll_interval`].
+const MIN_POLL: Duration = Duration::from_micros(100);
+
 /// Identifies one connection to the emulator (numbered from 1 in order of acceptance).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnId(pub u64);
@@ -282,6 +285,7 @@ pub struct EmulatorBuilder {
     record_ids: bool,
     max_stanza_size: usize,
     max_connections: usize,
+    poll: Duration,
     observer: Option<Sender<EmulatorEvent>>,
 }
 
@@ -298,6 +302,7 @@ impl Default for EmulatorBuilder {
             record_ids: true,
             max_stanza_size: 64 * 1024,
             max_connections: 1000,
+            poll: Duration::from_millis(5),
             observer: None,
         }
     }
@@ -371,6 +376,15 @@ impl EmulatorBuilder {
         self
     }
 
+    /// How long a connection's thread blocks in one read before it looks at scripting
+    /// commands, timers and held-back answers: the most an answer under
+    /// [`Emulator::set_ack_delay`] or an injected upstream message can be late. Default
+    /// 5 ms; at least 100 µs. Shorter costs more CPU on idle connections.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll = interval.max(MIN_POLL);
+        self
+    }
+
     /// Send every [`EmulatorEvent`] to this channel.
     pub fn observer(mut self, tx: Sender<EmulatorEvent>) -> Self {
         self.observer = Some(tx);
@@ -396,7 +410,7 @@ impl EmulatorBuilder {
             record_ids: self.record_ids,
             max_stanza_size: self.max_stanza_size.max(1024),
             max_connections: self.max_connections,
-            poll: Duration::from_millis(5),
+            poll: self.poll,
         };
         let shared = Arc::new(Shared {
             settings,
@@ -739,6 +753,19 @@ mod tests {
         check::<Ledger>();
         check::<EmulatorEvent>();
         check::<EmulatorBuilder>();
+    }
+
+    #[test]
+    fn poll_interval_reaches_the_sessions_with_a_floor() {
+        let poll = |b: EmulatorBuilder| b.start().unwrap().shared.settings.poll;
+        assert_eq!(poll(Emulator::builder()), Duration::from_millis(5));
+        let one_ms = Duration::from_millis(1);
+        assert_eq!(poll(Emulator::builder().poll_interval(one_ms)), one_ms);
+        // A zero read timeout is refused by the socket: the floor applies.
+        assert_eq!(
+            poll(Emulator::builder().poll_interval(Duration::ZERO)),
+            MIN_POLL
+        );
     }
 
     #[test]
