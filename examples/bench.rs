@@ -167,8 +167,9 @@ fn main() {
     if cfg!(debug_assertions) {
         println!("# debug build: figures are not representative (use --release)");
     }
-    let sections: [(&str, Section); 6] = [
+    let sections: [(&str, Section); 7] = [
         ("cost", cost),
+        ("machine", machine),
         ("throughput", throughput),
         ("latency", latency),
         ("latency-bound", latency_bound),
@@ -500,6 +501,60 @@ where
     Ok(())
 }
 
+// -- the machine's own limits -------------------------------------------------------------
+
+/// Median of `k` timings of `f`, µs.
+fn median_us(k: usize, mut f: impl FnMut()) -> f64 {
+    let mut v: Vec<Duration> = (0..k)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .collect();
+    v.sort();
+    percentile(&v, 0.5)
+}
+
+/// What a blocking read with a short timeout really waits, a 1 ms sleep, and waking a
+/// thread through a channel: the floors under polling I/O threads and hand-offs.
+fn machine(mode: Mode) -> Res<()> {
+    use std::io::Read;
+    let k = mode.n(100).min(50);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let mut c = TcpStream::connect(listener.local_addr().map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    let _peer = listener.accept().map_err(|e| e.to_string())?;
+    println!("# socket read timeouts (SO_RCVTIMEO) on an idle socket, median of {k}");
+    for ms in [1, 2, 5] {
+        c.set_read_timeout(Some(Duration::from_millis(ms)))
+            .map_err(|e| e.to_string())?;
+        let us = median_us(k, || {
+            let _ = c.read(&mut [0u8; 16]);
+        });
+        figure(&format!("read_timeout_{ms}ms_waits_us"), us, "us");
+    }
+    let us = median_us(k, || thread::sleep(Duration::from_millis(1)));
+    figure("sleep_1ms_waits_us", us, "us");
+    let (to_tx, to_rx) = std::sync::mpsc::channel::<()>();
+    let (back_tx, back_rx) = std::sync::mpsc::channel::<()>();
+    let echo = thread::spawn(move || {
+        while to_rx.recv().is_ok() {
+            if back_tx.send(()).is_err() {
+                break;
+            }
+        }
+    });
+    let us = median_us(k * 10, || {
+        let _ = to_tx.send(());
+        let _ = back_rx.recv();
+    });
+    drop(to_tx);
+    let _ = echo.join();
+    figure("channel_wakeup_round_trip_us", us, "us");
+    Ok(())
+}
+
 // -- throughput ----------------------------------------------------------------------------
 
 fn throughput(mode: Mode) -> Res<()> {
@@ -634,6 +689,23 @@ fn latency_bound(mode: Mode) -> Res<()> {
     println!(
         "# every ack held back 20 ms (emulator poll 1 ms); limit = connections x window / RTT"
     );
+    // What one round trip really takes: one message at a time through a bare Connection.
+    let mut conn =
+        Connection::connect(&emu.client_config()).map_err(|e| format!("connect: {e}"))?;
+    let mut rtts = Vec::new();
+    for m in messages(mode.n(50).min(50), Payload::Small) {
+        let t = Instant::now();
+        conn.send(&m).map_err(|e| format!("send: {e}"))?;
+        match conn.recv_event(Some(STALL)) {
+            Ok(Some(ev)) => raw_event(ev)?,
+            other => return Err(format!("waiting for an ack: {other:?}")),
+        }
+        rtts.push(t.elapsed());
+    }
+    let _ = conn.close();
+    rtts.sort();
+    let effective = percentile(&rtts, 0.5) / 1e6;
+    figure("rtt20ms_effective_rtt_us", effective * 1e6, "us");
     let n = (5000.0 * mode.secs(4.0)) as usize;
     let rate = raw_run(&emu.client_config(), 100, &messages(n, Payload::Small))?;
     figure("rtt20ms_raw_connection_ratio", rate / 5000.0, "ratio");
