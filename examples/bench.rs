@@ -231,7 +231,12 @@ fn loadavg() -> String {
 
 /// CPU time (user + system) of this process, exited threads included, in seconds.
 fn process_cpu_s() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    cpu_s("self")
+}
+
+/// CPU time (user + system) of process `pid` (`self` for this one), in seconds.
+fn cpu_s(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The fields after the command name, which is in parentheses and may hold spaces.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<&str> = rest.split_whitespace().collect();
@@ -913,6 +918,11 @@ impl ChildEmulator {
             .add_root_pem(Emulator::cert_pem())
     }
 
+    /// The child's CPU time so far, seconds.
+    fn cpu_s(&self) -> f64 {
+        cpu_s(&self.child.id().to_string())
+    }
+
     /// Asks the child to inject `n` upstream messages.
     fn inject(&mut self, n: usize) -> Res<()> {
         let stdin = self.stdin.as_mut().ok_or("emulator process has no stdin")?;
@@ -1074,14 +1084,17 @@ fn cost(mode: Mode) -> Res<()> {
         })
     };
     send_all(&client, &mut events, warmup)?;
+    let emu_cpu = emu.cpu_s();
     let s = Snapshot::now();
     send_all(&client, &mut events, msgs)?;
     let (cpu, allocs, wall) = s.per(n);
+    let emu_us = (emu.cpu_s() - emu_cpu) * 1e6 / n as f64;
     client.shutdown(Duration::from_secs(5));
     figure("client_cpu_us_per_msg", cpu, "us");
     figure("allocs_per_send", allocs, "allocs");
     figure("allocs_per_message_build", build_allocs, "allocs");
     figure("cost_run_msgs_per_s", n as f64 / wall, "msg/s");
+    figure("emulator_cpu_us_per_msg", emu_us, "us");
 
     // The same through a bare Connection.
     let warmup = messages(n / 5, Payload::Small);
