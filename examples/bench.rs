@@ -662,7 +662,21 @@ fn latency(mode: Mode) -> Res<()> {
     print_latency("send_to_ack", l);
 
     // The same through a bare Connection: the floor the worker adds to.
-    let mut conn = Connection::connect(&cfg).map_err(|e| format!("connect: {e}"))?;
+    print_latency("raw_connection_send_to_ack", one_at_a_time(&cfg, k, gap)?);
+
+    println!("# full load: window 100, queue of 100, latency from send() returning to the outcome");
+    let msgs = messages(mode.n(100_000), Payload::Small);
+    let r = worker_run(cfg, 1, 100, 100, msgs, true)?;
+    print_latency("send_to_ack_full_load", r.latencies);
+    figure("send_to_ack_full_load_msgs_per_s", r.msgs_per_s, "msg/s");
+    emu.shutdown();
+    Ok(())
+}
+
+/// Send-to-ack of `k` messages sent one at a time through a bare `Connection`, `gap`
+/// apart.
+fn one_at_a_time(cfg: &Config, k: usize, gap: Duration) -> Res<Vec<Duration>> {
+    let mut conn = Connection::connect(cfg).map_err(|e| format!("connect: {e}"))?;
     let mut l = Vec::with_capacity(k);
     for m in messages(k, Payload::Small) {
         thread::sleep(gap);
@@ -675,19 +689,12 @@ fn latency(mode: Mode) -> Res<()> {
         l.push(t.elapsed());
     }
     let _ = conn.close();
-    print_latency("raw_connection_send_to_ack", l);
-
-    println!("# full load: window 100, queue of 100, latency from send() returning to the outcome");
-    let msgs = messages(mode.n(100_000), Payload::Small);
-    let r = worker_run(cfg, 1, 100, 100, msgs, true)?;
-    print_latency("send_to_ack_full_load", r.latencies);
-    figure("send_to_ack_full_load_msgs_per_s", r.msgs_per_s, "msg/s");
-    emu.shutdown();
-    Ok(())
+    Ok(l)
 }
 
 fn latency_bound(mode: Mode) -> Res<()> {
-    // A short emulator poll, so held-back acks leave on time (at most 1 ms late).
+    // The emulator's shortest useful poll: held-back acks leave at its next wake-up, and
+    // a socket read timeout is coarse (see the machine section: 1 ms may wait 8 ms).
     let emu = local_emulator(Duration::from_millis(1))?;
     let rtt = Duration::from_millis(20);
     emu.set_ack_delay(rtt);
@@ -695,19 +702,7 @@ fn latency_bound(mode: Mode) -> Res<()> {
         "# every ack held back 20 ms (emulator poll 1 ms); limit = connections x window / RTT"
     );
     // What one round trip really takes: one message at a time through a bare Connection.
-    let mut conn =
-        Connection::connect(&emu.client_config()).map_err(|e| format!("connect: {e}"))?;
-    let mut rtts = Vec::new();
-    for m in messages(mode.n(50).min(50), Payload::Small) {
-        let t = Instant::now();
-        conn.send(&m).map_err(|e| format!("send: {e}"))?;
-        match conn.recv_event(Some(STALL)) {
-            Ok(Some(ev)) => raw_event(ev)?,
-            other => return Err(format!("waiting for an ack: {other:?}")),
-        }
-        rtts.push(t.elapsed());
-    }
-    let _ = conn.close();
+    let mut rtts = one_at_a_time(&emu.client_config(), mode.n(50).min(50), Duration::ZERO)?;
     rtts.sort();
     let effective = percentile(&rtts, 0.5) / 1e6;
     figure("rtt20ms_effective_rtt_us", effective * 1e6, "us");
