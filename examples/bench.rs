@@ -365,17 +365,32 @@ struct WorkerRun {
 fn start_worker(config: ClientConfig) -> Res<(Client, Events)> {
     let want = config.connections;
     let (client, mut events) = Client::start(config).map_err(|e| format!("client: {e}"))?;
-    let mut up = 0;
-    while up < want {
+    count_events(&mut events, want, "connections", |e| {
+        matches!(e, ClientEvent::Connected { .. })
+    })?;
+    Ok((client, events))
+}
+
+/// Reads events until `n` of them were `wanted`; fails on a stop, a failed connection
+/// attempt, a lost connection or a stall.
+fn count_events(
+    events: &mut Events,
+    n: usize,
+    what: &str,
+    wanted: fn(&ClientEvent) -> bool,
+) -> Res<()> {
+    let mut got = 0;
+    while got < n {
         match events.recv_timeout(STALL) {
-            Ok(ClientEvent::Connected { .. }) => up += 1,
+            Ok(e) if wanted(&e) => got += 1,
             Ok(ClientEvent::Fatal { error }) => return Err(format!("client: {error}")),
             Ok(ClientEvent::Reconnecting { error, .. }) => return Err(format!("connect: {error}")),
+            Ok(ClientEvent::Lost { error, .. }) => return Err(format!("connection lost: {error}")),
             Ok(_) => {}
-            Err(e) => return Err(format!("waiting for {want} connections: {e:?}")),
+            Err(e) => return Err(format!("{what}: stalled at {got} of {n}: {e:?}")),
         }
     }
-    Ok((client, events))
+    Ok(())
 }
 
 /// Waits for the outcome of every message in `sent` (indexed by id suffix); fails on
@@ -728,19 +743,11 @@ fn latency_bound(mode: Mode) -> Res<()> {
 
 // -- upstream ------------------------------------------------------------------------------
 
-/// Counts `n` upstream events; fails on anything unexpected.
+/// Counts `n` upstream events.
 fn await_upstream(events: &mut Events, n: usize) -> Res<()> {
-    let mut got = 0;
-    while got < n {
-        match events.recv_timeout(STALL) {
-            Ok(ClientEvent::Upstream { .. }) => got += 1,
-            Ok(ClientEvent::Fatal { error }) => return Err(format!("client: {error}")),
-            Ok(ClientEvent::Lost { error, .. }) => return Err(format!("connection lost: {error}")),
-            Ok(_) => {}
-            Err(e) => return Err(format!("upstream stalled at {got} of {n}: {e:?}")),
-        }
-    }
-    Ok(())
+    count_events(events, n, "upstream", |e| {
+        matches!(e, ClientEvent::Upstream { .. })
+    })
 }
 
 const UPSTREAM_DATA: [(&str, &str); 2] = [
