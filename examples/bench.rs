@@ -1049,7 +1049,9 @@ fn cost(mode: Mode) -> Res<()> {
 
     // An idle worker with 16 connections.
     let r0 = rss_kib();
+    let heap0 = LIVE_BYTES.load(Ordering::Relaxed);
     let (client, events) = start_worker(ClientConfig::new(cfg.clone()).connections(16))?;
+    let heap1 = LIVE_BYTES.load(Ordering::Relaxed);
     let r1 = rss_kib();
     thread::sleep(Duration::from_millis(500));
     let idle = Duration::from_secs_f64(mode.secs(10.0));
@@ -1059,6 +1061,11 @@ fn cost(mode: Mode) -> Res<()> {
     figure("idle_pool16_cpu_percent", cpu_us / 1e6 / wall * 100.0, "%");
     figure("idle_pool16_seconds", wall, "s");
     figure("idle_worker_connection_rss_kib", (r1 - r0) / 16.0, "KiB");
+    figure(
+        "idle_worker_connection_rust_heap_kib",
+        heap1.saturating_sub(heap0) as f64 / 1024.0 / 16.0,
+        "KiB",
+    );
     client.shutdown(Duration::from_secs(5));
     drop(events);
 
