@@ -180,7 +180,10 @@ fn main() {
         if only.as_ref().is_some_and(|o| !o.iter().any(|x| x == name)) {
             continue;
         }
-        eprintln!("bench: {name} ...");
+        eprintln!(
+            "bench: {name} ({:.0} s in) ...",
+            started.elapsed().as_secs_f64()
+        );
         println!("# -- {name}");
         if let Err(e) = f(mode) {
             eprintln!("bench: {name} failed: {e}");
@@ -318,9 +321,10 @@ fn lazy_messages(n: usize, payload: Payload) -> impl Iterator<Item = Message> + 
             .message_id(format!("r{run}-{i}"))
             .time_to_live(600);
         match payload {
-            Payload::Small => m
-                .data("seq", i.to_string())
-                .data("text", "Your order #8812 has shipped and arrives Tuesday"),
+            Payload::Small => m.data("seq", i.to_string()).data(
+                "text",
+                "Your order #8812 has shipped and arrives Tuesday 9-12; track it in our app",
+            ),
             Payload::Large => m.data("seq", i.to_string()).data("blob", large.as_str()),
             Payload::Notification => m.notification(
                 Notification::new()
@@ -581,6 +585,19 @@ fn throughput(mode: Mode) -> Res<()> {
     let emu = local_emulator(EMULATOR_POLL)?;
     let cfg = emu.client_config();
     println!("# downstream messages/s, emulator in this process, ~100-byte data unless named");
+    for (name, payload) in [
+        ("small", Payload::Small),
+        ("data3500", Payload::Large),
+        ("notification", Payload::Notification),
+    ] {
+        let mut json = String::new();
+        messages(1, payload)[0].write_json(&mut json);
+        figure(
+            &format!("message_json_bytes_{name}"),
+            json.len() as f64,
+            "bytes",
+        );
+    }
     let mut raw100 = 0.0;
     for (window, full) in [(1, 20_000), (10, 100_000), (100, 200_000)] {
         let msgs = messages(mode.n(full), Payload::Small);
@@ -1009,7 +1026,12 @@ fn cost(mode: Mode) -> Res<()> {
     // Memory per idle connection: this process is still fresh, so growth is new memory.
     let warm = Connection::connect(&cfg).map_err(|e| format!("connect: {e}"))?;
     let _ = warm.close();
-    let conns = if mode == Mode::Smoke { 10 } else { 100 };
+    // Each connect parses the system's root certificates afresh (about 0.1 s of CPU).
+    let conns = match mode {
+        Mode::Full => 100,
+        Mode::Quick => 30,
+        Mode::Smoke => 10,
+    };
     let per = |d: f64| d / conns as f64;
     let r0 = rss_kib();
     let shared = tls_connector()?;
@@ -1022,9 +1044,11 @@ fn cost(mode: Mode) -> Res<()> {
         .collect::<Res<_>>()?;
     let r2 = rss_kib();
     let heap0 = LIVE_BYTES.load(Ordering::Relaxed);
+    let connects = Snapshot::now();
     let open: Vec<_> = (0..conns)
         .map(|_| Connection::connect(&cfg).map_err(|e| format!("connect: {e}")))
         .collect::<Res<_>>()?;
+    let (connect_cpu_us, _, connect_wall) = connects.per(conns);
     let heap1 = LIVE_BYTES.load(Ordering::Relaxed);
     let r3 = rss_kib();
     println!("# {conns} connections of each kind held open at once; RSS growth per connection");
@@ -1041,6 +1065,8 @@ fn cost(mode: Mode) -> Res<()> {
         per(heap1.saturating_sub(heap0) as f64 / 1024.0),
         "KiB",
     );
+    figure("connect_ms", connect_wall * 1e3 / conns as f64, "ms");
+    figure("connect_client_cpu_ms", connect_cpu_us / 1e3, "ms");
     drop(tls_shared);
     drop(tls);
     for c in open {

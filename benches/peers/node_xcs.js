@@ -14,7 +14,7 @@ xcs.Constants.FCM_SEND_ENDPOINT = "127.0.0.1";
 xcs.Constants.FCM_SEND_PRODUCTION_PORT = Number(port);
 
 const TOKEN = process.env.BENCH_TOKEN;
-const TEXT = "Your order #8812 has shipped and arrives Tuesday";
+const TEXT = "Your order #8812 has shipped and arrives Tuesday 9-12; track it in our app";
 
 const guard = setTimeout(() => {
     console.error(`node-xcs: stalled, ${acked} of ${total} acked`);

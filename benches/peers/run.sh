@@ -44,7 +44,7 @@ echo "$ours"
 TIME=(); [ -x /usr/bin/time ] && TIME=(/usr/bin/time -f "fcm_send_peak_rss_kib: %M KiB" -o "$WORK/fcm_send.rss")
 summary=$("${TIME[@]}" env FCM_SERVER_KEY=$KEY "$B/fcm_send" --endpoint "127.0.0.1:$PORT" \
     --ca-file "$CA" --sender-id $SENDER --to "$BENCH_TOKEN" --count "$COUNT" --ttl 600 \
-    --data "text=Your order #8812 has shipped and arrives Tuesday" | tail -1)
+    --data "text=Your order #8812 has shipped and arrives Tuesday 9-12; track it in our app" | tail -1)
 echo "fcm_send_msgs_per_s: $(echo "$summary" | sed -n 's/.*"rate":\([0-9.]*\).*/\1/p') msg/s"
 [ -f "$WORK/fcm_send.rss" ] && cat "$WORK/fcm_send.rss"
 
