@@ -17,8 +17,9 @@ use miniserde::json::{Number, Object, Value};
 /// Appends `s` as a JSON string literal (with quotes) to `out`.
 ///
 /// Escapes `"` and `\` and every control character (U+0000..U+001F): the
-/// short forms `\b \f \n \r \t`, the rest as `\u00XX`. Everything else,
-/// non-ASCII included, is copied through as UTF-8. Unescaped runs are copied
+/// short forms `\b \f \n \r \t`, the rest as `\u00XX`; and U+FFFE and U+FFFF, which
+/// XML 1.0 forbids in the `<gcm>` text the JSON travels in, as `\ufffe` and `\uffff`.
+/// Everything else, non-ASCII included, is copied through as UTF-8. Unescaped runs are copied
 /// with a single `push_str`.
 pub(crate) fn write_str(s: &str, out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -26,19 +27,32 @@ pub(crate) fn write_str(s: &str, out: &mut String) {
     out.push('"');
     let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let short = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            0x00..=0x1f => "",
-            _ => continue,
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let (short, len) = match b {
+            b'"' => ("\\\"", 1),
+            b'\\' => ("\\\\", 1),
+            b'\n' => ("\\n", 1),
+            b'\r' => ("\\r", 1),
+            b'\t' => ("\\t", 1),
+            0x08 => ("\\b", 1),
+            0x0c => ("\\f", 1),
+            0x00..=0x1f => ("", 1),
+            // U+FFFE and U+FFFF (EF BF BE / EF BF BF): legal JSON, but XML 1.0 forbids
+            // them, so they travel as JSON escapes and the XML text stays legal.
+            0xEF if bytes.get(i + 1) == Some(&0xBF) && bytes.get(i + 2) == Some(&0xBE) => {
+                ("\\ufffe", 3)
+            }
+            0xEF if bytes.get(i + 1) == Some(&0xBF) && bytes.get(i + 2) == Some(&0xBF) => {
+                ("\\uffff", 3)
+            }
+            _ => {
+                i += 1;
+                continue;
+            }
         };
-        // `i` is at an ASCII byte, hence on a char boundary.
+        // `i` is at an ASCII byte or a lead byte, hence on a char boundary.
         out.push_str(&s[start..i]);
         if short.is_empty() {
             out.push_str("\\u00");
@@ -47,7 +61,8 @@ pub(crate) fn write_str(s: &str, out: &mut String) {
         } else {
             out.push_str(short);
         }
-        start = i + 1;
+        i += len;
+        start = i;
     }
     out.push_str(&s[start..]);
     out.push('"');
@@ -288,6 +303,13 @@ mod tests {
         assert_eq!(w("x\u{1b}y"), r#""x\u001by""#);
         // Non-ASCII passes through; `/`, `<`, `&` and DEL are not escaped.
         assert_eq!(w("é€😀/<&\u{7f}"), "\"é€😀/<&\u{7f}\"");
+        // The two non-characters XML forbids travel escaped; their neighbours do not.
+        assert_eq!(
+            w("a\u{fffe}b\u{ffff}\u{fffd}\u{fefe}"),
+            "\"a\\ufffeb\\uffff\u{fffd}\u{fefe}\""
+        );
+        let back: String = miniserde::json::from_str(&w("\u{ffff}x\u{fffe}")).unwrap();
+        assert_eq!(back, "\u{ffff}x\u{fffe}");
     }
 
     #[test]

@@ -24,6 +24,7 @@ use miniserde::json::{Object, Value};
 
 use crate::error::InvalidMessage;
 use crate::json::{self, FieldError};
+use crate::xml::first_forbidden_char;
 
 /// The largest `time_to_live` CCS accepts: 4 weeks, in seconds.
 pub const MAX_TIME_TO_LIVE: u32 = 2_419_200;
@@ -514,11 +515,17 @@ impl Message {
     /// - `to`: neither or both of `to` / `condition`, an empty `to`, or a
     ///   `/topics/` name outside `[a-zA-Z0-9-_.~%]+`;
     /// - `condition`: empty, or more than two `&&` / `||` operators;
-    /// - `message_id`: empty;
+    /// - any field (`to`, `condition`, `message_id`, `collapse_key`, `data`,
+    ///   `notification.*`): a character XML 1.0 forbids (a C0 control other than
+    ///   tab, LF and CR, or U+FFFE / U+FFFF), which no stanza can carry;
+    /// - `message_id`: empty, or starting with `fx-ack-` (reserved for the stanza
+    ///   ids of acks, so that an error about an ack never looks like one about a
+    ///   downstream message);
     /// - `time_to_live`: above 2419200;
     /// - `data`: an empty or reserved key (`from`, `message_type`, `google*`,
     ///   `gcm*`), or keys plus values above 4096 bytes.
     pub fn validate(&self) -> Result<(), InvalidMessage> {
+        self.validate_chars()?;
         match (&self.to, &self.condition) {
             (Some(_), Some(_)) => {
                 return Err(InvalidMessage::new(
@@ -537,6 +544,15 @@ impl Message {
         }
         if self.message_id.is_empty() {
             return Err(InvalidMessage::new("message_id", "must not be empty"));
+        }
+        if self.message_id.starts_with(ACK_STANZA_ID_PREFIX) {
+            return Err(InvalidMessage::new(
+                "message_id",
+                format!(
+                    "ids starting with {ACK_STANZA_ID_PREFIX:?} are reserved for the stanzas \
+                     of this client's acks"
+                ),
+            ));
         }
         if let Some(ttl) = self.time_to_live {
             if ttl > MAX_TIME_TO_LIVE {
@@ -736,6 +752,62 @@ fn validate_condition(cond: &str) -> Result<(), InvalidMessage> {
     Ok(())
 }
 
+/// Stanza ids of the acks this client writes start with this; downstream message ids
+/// (which are their stanzas' ids) may not, so the two never collide.
+pub(crate) const ACK_STANZA_ID_PREFIX: &str = "fx-ack-";
+
+/// Refuses a value holding a character XML 1.0 forbids.
+fn check_chars(field: &'static str, value: &str) -> Result<(), InvalidMessage> {
+    match first_forbidden_char(value) {
+        None => Ok(()),
+        Some(c) => Err(InvalidMessage::new(
+            field,
+            format!(
+                "holds U+{:04X}, a character XML 1.0 forbids (no stanza can carry it)",
+                u32::from(c)
+            ),
+        )),
+    }
+}
+
+impl Message {
+    /// Every string field through [`check_chars`].
+    fn validate_chars(&self) -> Result<(), InvalidMessage> {
+        let opt =
+            |field, v: &Option<String>| v.as_deref().map_or(Ok(()), |v| check_chars(field, v));
+        opt("to", &self.to)?;
+        opt("condition", &self.condition)?;
+        check_chars("message_id", &self.message_id)?;
+        opt("collapse_key", &self.collapse_key)?;
+        for (k, v) in &self.data {
+            check_chars("data", k)?;
+            check_chars("data", v)?;
+        }
+        let Some(n) = &self.notification else {
+            return Ok(());
+        };
+        opt("notification.title", &n.title)?;
+        opt("notification.body", &n.body)?;
+        opt("notification.android_channel_id", &n.android_channel_id)?;
+        opt("notification.icon", &n.icon)?;
+        opt("notification.sound", &n.sound)?;
+        opt("notification.tag", &n.tag)?;
+        opt("notification.color", &n.color)?;
+        opt("notification.click_action", &n.click_action)?;
+        opt("notification.badge", &n.badge)?;
+        opt("notification.subtitle", &n.subtitle)?;
+        opt("notification.body_loc_key", &n.body_loc_key)?;
+        opt("notification.title_loc_key", &n.title_loc_key)?;
+        for arg in n.body_loc_args.iter().flatten() {
+            check_chars("notification.body_loc_args", arg)?;
+        }
+        for arg in n.title_loc_args.iter().flatten() {
+            check_chars("notification.title_loc_args", arg)?;
+        }
+        Ok(())
+    }
+}
+
 /// True for `data` keys CCS reserves (answers INVALID_JSON for).
 fn is_reserved_data_key(key: &str) -> bool {
     key == "from" || key == "message_type" || key.starts_with("google") || key.starts_with("gcm")
@@ -790,7 +862,7 @@ mod tests {
             .delivery_receipt_requested(true)
             .dry_run(true)
             .data("a", "1")
-            .data("b", "x & <y> \"z\" é\u{1}")
+            .data("b", "x & <y> \"z\" é\t")
             .notification(
                 Notification::new()
                     .title("T")
@@ -845,7 +917,7 @@ mod tests {
         };
         assert_eq!(d.len(), 2);
         assert_eq!(str_of(d, "a"), "1");
-        assert_eq!(str_of(d, "b"), "x & <y> \"z\" é\u{1}");
+        assert_eq!(str_of(d, "b"), "x & <y> \"z\" é\t");
         let Some(Value::Object(n)) = o.get("notification") else {
             panic!("notification")
         };
@@ -942,7 +1014,7 @@ mod tests {
         m = Message::to_topic("news")
             .time_to_live(0)
             .data("z", "")
-            .data("\u{0}", "nul");
+            .data("\r\n", "crlf");
         let back = Message::from_json(&m.to_json()).unwrap();
         let mut sorted = m.data.clone();
         sorted.sort();
@@ -1086,6 +1158,106 @@ mod tests {
             "message_id"
         );
         assert!(Message::to("T").message_id("x").validate().is_ok());
+        // The stanza ids of acks are a space of their own.
+        let err = Message::to("T")
+            .message_id("fx-ack-1")
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.field, "message_id");
+        assert!(err.reason.contains("reserved"), "{err}");
+        assert!(Message::to("T").message_id("fx-ac").validate().is_ok());
+        assert!(!Message::to("T").id().starts_with(ACK_STANZA_ID_PREFIX));
+    }
+
+    #[test]
+    fn characters_xml_forbids_are_refused_in_every_field() {
+        let n = Notification::new;
+        for bad in [
+            '\u{0}', '\u{1}', '\u{8}', '\u{b}', '\u{1f}', '\u{fffe}', '\u{ffff}',
+        ] {
+            let s = format!("a{bad}b");
+            let cases: Vec<(Message, &str)> = vec![
+                (Message::to(s.as_str()), "to"),
+                (Message::to_condition(s.as_str()), "condition"),
+                (Message::to("T").message_id(s.as_str()), "message_id"),
+                (Message::to("T").collapse_key(s.as_str()), "collapse_key"),
+                (Message::to("T").data(s.as_str(), "v"), "data"),
+                (Message::to("T").data("k", s.as_str()), "data"),
+                (
+                    Message::to("T").notification(n().title(s.as_str())),
+                    "notification.title",
+                ),
+                (
+                    Message::to("T").notification(n().body(s.as_str())),
+                    "notification.body",
+                ),
+                (
+                    Message::to("T").notification(n().android_channel_id(s.as_str())),
+                    "notification.android_channel_id",
+                ),
+                (
+                    Message::to("T").notification(n().icon(s.as_str())),
+                    "notification.icon",
+                ),
+                (
+                    Message::to("T").notification(n().sound(s.as_str())),
+                    "notification.sound",
+                ),
+                (
+                    Message::to("T").notification(n().tag(s.as_str())),
+                    "notification.tag",
+                ),
+                (
+                    Message::to("T").notification(n().color(s.as_str())),
+                    "notification.color",
+                ),
+                (
+                    Message::to("T").notification(n().click_action(s.as_str())),
+                    "notification.click_action",
+                ),
+                (
+                    Message::to("T").notification(n().badge(s.as_str())),
+                    "notification.badge",
+                ),
+                (
+                    Message::to("T").notification(n().subtitle(s.as_str())),
+                    "notification.subtitle",
+                ),
+                (
+                    Message::to("T").notification(n().body_loc_key(s.as_str())),
+                    "notification.body_loc_key",
+                ),
+                (
+                    Message::to("T").notification(n().title_loc_key(s.as_str())),
+                    "notification.title_loc_key",
+                ),
+                (
+                    Message::to("T").notification(n().body_loc_args(["x", s.as_str()])),
+                    "notification.body_loc_args",
+                ),
+                (
+                    Message::to("T").notification(n().title_loc_args([s.as_str()])),
+                    "notification.title_loc_args",
+                ),
+            ];
+            for (m, want) in cases {
+                let err = m.validate().unwrap_err();
+                assert_eq!(err.field, want, "{bad:?}");
+                assert!(
+                    err.reason.contains(&format!("U+{:04X}", u32::from(bad))),
+                    "{err}"
+                );
+            }
+        }
+        // Tab, LF, CR and the characters around the forbidden ones are fine.
+        let ok = "t\tl\nc\r\u{7f}\u{fffd}\u{10000}é";
+        assert!(Message::to("T")
+            .message_id(ok)
+            .collapse_key(ok)
+            .data("k", ok)
+            .notification(n().title(ok).body_loc_args([ok]))
+            .validate()
+            .is_ok());
     }
 
     #[test]

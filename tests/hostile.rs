@@ -163,9 +163,9 @@ fn recv_err(conn: &mut Connection<TlsTcpStream>) -> Error {
     r
 }
 
-fn emulator() -> Emulator {
+fn emulator() -> common::Judged {
     common::init_logging();
-    Emulator::start(SENDER, KEY).unwrap()
+    common::start(SENDER, KEY)
 }
 
 fn emulator_conn(emu: &Emulator) -> (Connection<TlsTcpStream>, ConnId) {

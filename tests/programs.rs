@@ -297,12 +297,8 @@ fn flags<'a>(endpoint: &'a str, ca: &'a TempFile) -> Vec<&'a str> {
     ]
 }
 
-fn emulator() -> Emulator {
-    Emulator::builder()
-        .sender_id(SENDER)
-        .server_key(KEY)
-        .start()
-        .expect("start emulator")
+fn emulator() -> common::Judged {
+    common::judged(Emulator::builder().sender_id(SENDER).server_key(KEY))
 }
 
 fn endpoint_of(emu: &Emulator) -> String {

@@ -55,7 +55,7 @@ mod wire;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -63,7 +63,7 @@ use std::time::{Duration, Instant};
 
 use native_tls::{Identity, TlsAcceptor};
 
-use crate::config::{Config, Endpoint};
+use crate::config::{Config, Endpoint, ServerKey};
 use crate::event::NackCode;
 
 pub use ledger::{ConnLedger, Ledger};
@@ -269,11 +269,36 @@ impl fmt::Display for EmulatorEvent {
     }
 }
 
+/// What one client connection wrote, recorded when
+/// [`EmulatorBuilder::record_client_bytes`] is on. `Debug` shows sizes only: the bytes hold
+/// the SASL exchange.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientBytes {
+    /// The connection.
+    pub conn: ConnId,
+    /// Every byte the client wrote, in order (or the first ones, see `complete`).
+    pub bytes: Vec<u8>,
+    /// False when the recording budget ran out during this connection: `bytes` is a prefix.
+    pub complete: bool,
+}
+
+impl fmt::Debug for ClientBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBytes")
+            .field("conn", &self.conn)
+            .field("len", &self.bytes.len())
+            .field("complete", &self.complete)
+            .finish()
+    }
+}
+
 /// Configures and starts an [`Emulator`].
 #[derive(Debug, Clone)]
 pub struct EmulatorBuilder {
     sender_id: String,
-    server_key: String,
+    /// Redacted in `Debug` (a [`ServerKey`]).
+    server_key: ServerKey,
     bind: SocketAddr,
     keepalive: Duration,
     drain_grace: Duration,
@@ -283,13 +308,14 @@ pub struct EmulatorBuilder {
     max_stanza_size: usize,
     max_connections: usize,
     observer: Option<Sender<EmulatorEvent>>,
+    record_client_bytes: usize,
 }
 
 impl Default for EmulatorBuilder {
     fn default() -> Self {
         EmulatorBuilder {
             sender_id: "123456789012".to_string(),
-            server_key: "emulator-server-key".to_string(),
+            server_key: ServerKey::new("emulator-server-key"),
             bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             keepalive: Duration::from_secs(30),
             drain_grace: Duration::from_millis(200),
@@ -299,6 +325,7 @@ impl Default for EmulatorBuilder {
             max_stanza_size: 64 * 1024,
             max_connections: 1000,
             observer: None,
+            record_client_bytes: 0,
         }
     }
 }
@@ -312,7 +339,7 @@ impl EmulatorBuilder {
 
     /// The server key clients must present. Default `emulator-server-key`.
     pub fn server_key(mut self, key: impl Into<String>) -> Self {
-        self.server_key = key.into();
+        self.server_key = ServerKey::new(key);
         self
     }
 
@@ -377,6 +404,16 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Record every byte clients write, up to `max_bytes` over all connections together
+    /// (default 0: off). Read the recordings with [`Emulator::client_bytes`]; a test can pass
+    /// them through an XML parser of its own to judge the client's wire independently of
+    /// this emulator's reader. The recordings hold the SASL exchange, so the server key in
+    /// base64: keep them out of logs.
+    pub fn record_client_bytes(mut self, max_bytes: usize) -> Self {
+        self.record_client_bytes = max_bytes;
+        self
+    }
+
     /// Binds the listener and starts accepting connections.
     ///
     /// # Errors
@@ -397,6 +434,7 @@ impl EmulatorBuilder {
             max_stanza_size: self.max_stanza_size.max(1024),
             max_connections: self.max_connections,
             poll: Duration::from_millis(5),
+            record_client_bytes: self.record_client_bytes,
         };
         let shared = Arc::new(Shared {
             settings,
@@ -407,6 +445,7 @@ impl EmulatorBuilder {
             observer: self.observer,
             threads: Mutex::new(Vec::new()),
             upstream_seq: AtomicU64::new(0),
+            record_budget: AtomicUsize::new(self.record_client_bytes),
         });
         let accept_shared = Arc::clone(&shared);
         let acceptor_thread = thread::Builder::new()
@@ -481,7 +520,7 @@ impl Emulator {
     pub fn client_config(&self) -> Config {
         Config::new(
             self.shared.settings.sender_id.clone(),
-            self.shared.settings.server_key.clone(),
+            self.shared.settings.server_key.expose(),
         )
         .endpoint(self.endpoint())
         .add_root_pem(Emulator::cert_pem())
@@ -672,6 +711,13 @@ impl Emulator {
             }
             thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// What each finished connection wrote, in order of closing (empty unless
+    /// [`EmulatorBuilder::record_client_bytes`] is on). Connections still open are not in
+    /// it yet: call [`Emulator::shutdown`] first to have them all.
+    pub fn client_bytes(&self) -> Vec<ClientBytes> {
+        self.shared.state().client_bytes.clone()
     }
 
     /// Stops accepting, ends every connection (`</stream:stream>` where the client still

@@ -6,10 +6,10 @@
 //! changes and events are collected per batch and published just before that write.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,12 +22,12 @@ use super::outbound::{OutItem, OutKind};
 use super::script::Script;
 use super::shared::{lock, Command, SessionCtl, Shared};
 use super::wire::{self, NS_BIND, NS_GCM, NS_PING, NS_ROSTER, NS_SASL, NS_SESSION, NS_STREAM};
-use super::{ConnId, DownstreamOutcome, EmulatorEvent, MAX_DELAYED, WINDOW};
+use super::{ClientBytes, ConnId, DownstreamOutcome, EmulatorEvent, MAX_DELAYED, WINDOW};
 use crate::error::XmlError;
 use crate::event::{Ack, Event, Nack, NackCode};
 use crate::json;
 use crate::message::Message;
-use crate::xml::{Element, Packet, ReaderLimits, StanzaReader};
+use crate::xml::{first_forbidden_char, Element, Node, Packet, ReaderLimits, StanzaReader};
 
 /// Socket timeout while the TLS handshake runs (so a silent client cannot block shutdown).
 const TLS_STEP: Duration = Duration::from_millis(200);
@@ -172,6 +172,8 @@ struct Session {
     started: Instant,
     last_write: Instant,
     ending: Option<(EndMode, String)>,
+    /// What the client wrote, when recording is on (see `Tap`).
+    recorded: Option<ClientBytes>,
 }
 
 impl Session {
@@ -218,12 +220,20 @@ impl Session {
             started: now,
             last_write: now,
             ending: None,
+            recorded: None,
         }
     }
 
     // -- the loop -------------------------------------------------------------------------
 
     fn run(&mut self, tls: &mut Tls) -> String {
+        if self.shared.settings.record_client_bytes > 0 {
+            self.recorded = Some(ClientBytes {
+                conn: self.id,
+                bytes: Vec::new(),
+                complete: true,
+            });
+        }
         let setup = tls
             .get_ref()
             .set_read_timeout(Some(self.shared.settings.poll))
@@ -246,7 +256,15 @@ impl Session {
                 }
             }
             if self.ending.is_none() {
-                match self.reader.read_from(tls) {
+                let read = match &mut self.recorded {
+                    None => self.reader.read_from(tls),
+                    Some(rec) => self.reader.read_from(&mut Tap {
+                        inner: tls,
+                        rec,
+                        budget: &self.shared.record_budget,
+                    }),
+                };
+                match read {
                     Ok(0) => {
                         let why = match self.reader.finish() {
                             Err(_) => "client closed the connection inside a stanza",
@@ -427,6 +445,23 @@ impl Session {
         while self.ending.is_none() {
             match self.reader.next_packet() {
                 Ok(None) => return,
+                Ok(Some(Packet::StreamStart(el) | Packet::Stanza(el)))
+                    if forbidden_char(&el).is_some() =>
+                {
+                    // Our reader decodes `&#x1;` and friends; a conforming XML parser, as a
+                    // real server runs, refuses them.
+                    let c = forbidden_char(&el).unwrap_or_default();
+                    log::debug!(
+                        "ccs emulator: {} sent U+{:04X}, which XML 1.0 forbids",
+                        self.id,
+                        u32::from(c)
+                    );
+                    self.stream_error("invalid-xml", None);
+                    self.end(
+                        EndMode::CloseStream,
+                        &format!("invalid xml: character U+{:04X}", u32::from(c)),
+                    );
+                }
                 Ok(Some(Packet::StreamStart(el))) => self.on_stream_start(&el),
                 Ok(Some(Packet::Stanza(el))) => {
                     self.just_opened = false;
@@ -524,7 +559,7 @@ impl Session {
             "PLAIN" | "X-OAUTH2" | "X-GOOGLE-TOKEN" => match wire::decode_plain(&el.text()) {
                 Ok(plain) => {
                     let s = &self.shared.settings;
-                    if wire::credentials_ok(&plain, &s.sender_id, &s.server_key) {
+                    if wire::credentials_ok(&plain, &s.sender_id, s.server_key.expose()) {
                         Ok(())
                     } else {
                         Err(("not-authorized", "wrong sender id or server key"))
@@ -1027,12 +1062,28 @@ impl Session {
         if let Some(l) = &self.ledger {
             lock(l).closed = true;
         }
+        if let Some(rec) = self.recorded.take() {
+            self.shared.state().client_bytes.push(rec);
+        }
         log::info!("ccs emulator: {} closed: {reason}", self.id);
         self.shared.emit(EmulatorEvent::Closed {
             conn: self.id,
             reason,
         });
     }
+}
+
+/// The first character XML 1.0 forbids in an element's attributes or text, at any depth.
+fn forbidden_char(el: &Element) -> Option<char> {
+    for (name, value) in el.attrs() {
+        if let Some(c) = first_forbidden_char(name).or_else(|| first_forbidden_char(value)) {
+            return Some(c);
+        }
+    }
+    el.nodes().iter().find_map(|node| match node {
+        Node::Element(child) => forbidden_char(child),
+        Node::Text(text) => first_forbidden_char(text),
+    })
 }
 
 fn nack_description(code: &NackCode, target: &str) -> String {
@@ -1049,6 +1100,32 @@ fn nack_description(code: &NackCode, target: &str) -> String {
         NackCode::InternalServerError => "Internal server error".to_string(),
         NackCode::ConnectionDraining => "Connection is draining".to_string(),
         other => other.as_str().to_string(),
+    }
+}
+
+/// A reader that copies what it reads into a connection's recording, within the shared
+/// budget (what does not fit is not recorded and marks the recording incomplete).
+struct Tap<'a, R> {
+    inner: &'a mut R,
+    rec: &'a mut ClientBytes,
+    budget: &'a AtomicUsize,
+}
+
+impl<R: Read> Read for Tap<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 && self.rec.complete {
+            let took = self
+                .budget
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                    left.checked_sub(n)
+                });
+            match took {
+                Ok(_) => self.rec.bytes.extend_from_slice(&buf[..n]),
+                Err(_) => self.rec.complete = false,
+            }
+        }
+        Ok(n)
     }
 }
 

@@ -8,3 +8,4 @@ mod writer;
 pub use element::{Element, Node};
 pub use reader::{Packet, ReaderLimits, StanzaReader};
 pub use writer::{escape_attr, escape_text, write_element};
+pub(crate) use writer::first_forbidden_char;

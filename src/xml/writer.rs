@@ -3,13 +3,15 @@
 //! Everything appends to a caller-owned `String`; nothing allocates besides
 //! that string's growth.
 //!
-//! Characters XML 1.0 cannot carry literally (C0 controls other than tab,
-//! LF and CR, plus U+FFFE and U+FFFF) are written as numeric character
-//! references such as `&#x1;`, which our reader accepts, so writer and reader
-//! round-trip every string. The one exception is U+0000, which no XML can
-//! carry in any form: it is written as U+FFFD (the replacement character).
-//! The JSON layer escapes control characters itself, so payloads never hit
-//! these paths.
+//! The output is always legal XML 1.0. Characters XML 1.0 forbids (C0 controls
+//! other than tab, LF and CR, plus U+FFFE and U+FFFF) cannot be carried at all,
+//! neither literally nor as character references (`&#x1;` is as illegal as a raw
+//! U+0001, and a conforming server answers either with an `invalid-xml` stream
+//! error), so they are written as U+FFFD, the replacement character. Nothing the
+//! client sends takes that path: [`Message::validate`](crate::Message::validate)
+//! refuses such characters with a typed error naming the field, and the JSON layer
+//! escapes controls and U+FFFE/U+FFFF itself, so payloads and acks never contain
+//! them.
 
 use super::{Element, Node};
 
@@ -17,8 +19,7 @@ use super::{Element, Node};
 ///
 /// Escapes `&`, `<` and `>` (so `]]>` never appears), writes `\r` as `&#xD;`
 /// (a literal CR would be read back as LF), and writes characters XML 1.0
-/// forbids as character references (see the module docs; U+0000 becomes
-/// U+FFFD).
+/// forbids as U+FFFD (see the module docs).
 pub fn escape_text(text: &str, out: &mut String) {
     escape(text, false, out);
 }
@@ -70,6 +71,22 @@ pub fn write_element(el: &Element, parent_ns: &str, out: &mut String) {
     out.push('>');
 }
 
+/// True for the characters XML 1.0 allows in a document (its `Char` production):
+/// tab, LF, CR, U+0020..=U+D7FF, U+E000..=U+FFFD and U+10000 up. Surrogates cannot
+/// occur in a Rust `char`, so this only refuses the other C0 controls, U+FFFE and U+FFFF.
+pub(crate) const fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+/// The first character of `s` that XML 1.0 forbids, if any.
+pub(crate) fn first_forbidden_char(s: &str) -> Option<char> {
+    // Fast path: every forbidden character is below U+0020 or encodes with lead byte 0xEF.
+    if !s.bytes().any(|b| b < 0x20 || b == 0xEF) {
+        return None;
+    }
+    s.chars().find(|&c| !is_xml_char(c))
+}
+
 /// True for bytes that may need escaping; `0xEF` leads U+FFFE/U+FFFF.
 fn is_special(b: u8, attr: bool) -> bool {
     match b {
@@ -96,17 +113,16 @@ fn escape(s: &str, attr: bool, out: &mut String) {
             b'\t' => ("&#x9;", 1),
             b'\n' => ("&#xA;", 1),
             b'\r' => ("&#xD;", 1),
-            0 => ("\u{FFFD}", 1),
             0xEF => match (bytes.get(at + 1), bytes.get(at + 2)) {
-                (Some(0xBF), Some(0xBE)) => ("&#xFFFE;", 3),
-                (Some(0xBF), Some(0xBF)) => ("&#xFFFF;", 3),
+                (Some(0xBF), Some(0xBE | 0xBF)) => (REPLACEMENT, 3),
                 _ => {
                     // Some other character: nothing to escape.
                     from = at + 1;
                     continue;
                 }
             },
-            _ => (CONTROL_REFS[usize::from(b)], 1),
+            // The other C0 controls, U+0000 included.
+            _ => (REPLACEMENT, 1),
         };
         out.push_str(&s[last..at]);
         out.push_str(rep);
@@ -116,13 +132,8 @@ fn escape(s: &str, attr: bool, out: &mut String) {
     out.push_str(&s[last..]);
 }
 
-/// Character references for the C0 controls.
-const CONTROL_REFS: [&str; 32] = [
-    "&#x0;", "&#x1;", "&#x2;", "&#x3;", "&#x4;", "&#x5;", "&#x6;", "&#x7;", "&#x8;", "&#x9;",
-    "&#xA;", "&#xB;", "&#xC;", "&#xD;", "&#xE;", "&#xF;", "&#x10;", "&#x11;", "&#x12;", "&#x13;",
-    "&#x14;", "&#x15;", "&#x16;", "&#x17;", "&#x18;", "&#x19;", "&#x1A;", "&#x1B;", "&#x1C;",
-    "&#x1D;", "&#x1E;", "&#x1F;",
-];
+/// What a character XML 1.0 forbids is written as: U+FFFD.
+const REPLACEMENT: &str = "\u{FFFD}";
 
 #[cfg(test)]
 mod tests {
@@ -173,10 +184,14 @@ mod tests {
         assert_eq!(text("]]>"), "]]&gt;");
         assert_eq!(text("\"quotes' stay\""), "\"quotes' stay\"");
         assert_eq!(text("tab\tlf\ncr\r"), "tab\tlf\ncr&#xD;");
-        assert_eq!(text("\u{1}\u{8}\u{b}\u{1f}"), "&#x1;&#x8;&#xB;&#x1F;");
+        // Characters XML 1.0 forbids cannot be written in any form.
         assert_eq!(
-            text("\u{fffe}\u{ffff}\u{fffd}\u{ef}"),
-            "&#xFFFE;&#xFFFF;\u{fffd}\u{ef}"
+            text("\u{1}\u{8}\u{b}\u{1f}"),
+            "\u{fffd}\u{fffd}\u{fffd}\u{fffd}"
+        );
+        assert_eq!(
+            text("\u{fffe}\u{ffff}\u{fffd}\u{ef}\u{fefe}"),
+            "\u{fffd}\u{fffd}\u{fffd}\u{ef}\u{fefe}"
         );
         assert_eq!(text("a\0b"), "a\u{fffd}b");
         assert_eq!(text(""), "");
@@ -192,6 +207,7 @@ mod tests {
         assert_eq!(attr("<&>"), "&lt;&amp;&gt;");
         assert_eq!(attr("\t\n\r"), "&#x9;&#xA;&#xD;");
         assert_eq!(attr("\u{7f}é"), "\u{7f}é");
+        assert_eq!(attr("m-\u{1}\u{ffff}"), "m-\u{fffd}\u{fffd}");
     }
 
     #[test]
@@ -318,6 +334,13 @@ mod tests {
         s
     }
 
+    /// `s` with every character XML 1.0 forbids replaced by U+FFFD.
+    fn legal(s: &str) -> String {
+        s.chars()
+            .map(|c| if is_xml_char(c) { c } else { '\u{FFFD}' })
+            .collect()
+    }
+
     #[test]
     fn any_string_round_trips_as_text_and_attribute() {
         let mut rng = Rng(0xD1B5_4A32_D192_ED03);
@@ -327,15 +350,56 @@ mod tests {
                 .with_attr("a", s.as_str())
                 .with_child(Element::new("gcm", "google:mobile:data").with_text(s.as_str()));
             let back = read_back(&el);
-            assert_eq!(back.attr("a"), Some(s.as_str()), "{s:?}");
+            let want = legal(&s);
+            assert_eq!(back.attr("a"), Some(want.as_str()), "{s:?}");
             let gcm = back.child("gcm", "google:mobile:data").expect("payload");
-            assert_eq!(gcm.text(), s, "{s:?}");
+            assert_eq!(gcm.text(), want, "{s:?}");
         }
     }
 
     #[test]
-    fn nul_is_the_one_lossy_character() {
-        let el = Element::new("m", "jabber:client").with_text("a\0b");
-        assert_eq!(read_back(&el).text(), "a\u{fffd}b");
+    fn output_never_holds_a_character_xml_forbids() {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        for _ in 0..3000 {
+            let mut s = random_string(&mut rng);
+            s.push('\0');
+            let mut out = String::new();
+            escape_text(&s, &mut out);
+            escape_attr(&s, &mut out);
+            assert_eq!(first_forbidden_char(&out), None, "{s:?} -> {out:?}");
+            // Nor as a reference: the only ones written are &#x9; &#xA; &#xD;.
+            let mut refs = out.match_indices("&#");
+            assert!(
+                refs.all(|(at, _)| ["&#x9;", "&#xA;", "&#xD;"]
+                    .iter()
+                    .any(|r| out[at..].starts_with(r))),
+                "{s:?} -> {out:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn xml_char_is_the_char_production() {
+        for c in [
+            '\t',
+            '\n',
+            '\r',
+            ' ',
+            '\u{D7FF}',
+            '\u{E000}',
+            '\u{FFFD}',
+            '\u{10000}',
+            '\u{10FFFF}',
+        ] {
+            assert!(is_xml_char(c), "{c:?}");
+        }
+        for c in [
+            '\0', '\u{1}', '\u{8}', '\u{B}', '\u{C}', '\u{1F}', '\u{FFFE}', '\u{FFFF}',
+        ] {
+            assert!(!is_xml_char(c), "{c:?}");
+        }
+        assert_eq!(first_forbidden_char("ok é 😀 \u{fffd}"), None);
+        assert_eq!(first_forbidden_char("a\u{ffff}b\u{1}"), Some('\u{ffff}'));
+        assert_eq!(first_forbidden_char("a\u{1b}"), Some('\u{1b}'));
     }
 }
