@@ -52,6 +52,10 @@ pub enum Error {
     WindowFull,
     /// The connection is closed (by the server, by a drop, or by `close`).
     Closed,
+    /// The server announced `CONNECTION_DRAINING` on this connection: it takes
+    /// no new downstream messages. Nothing was sent; send on a new connection,
+    /// and keep reading (and acking on) this one until the server closes it.
+    Draining,
 }
 
 /// Which blocking step timed out.
@@ -309,7 +313,8 @@ impl Error {
             | Error::Xml(_)
             | Error::Protocol(_)
             | Error::WindowFull
-            | Error::Closed => true,
+            | Error::Closed
+            | Error::Draining => true,
             Error::Tls(t) => matches!(t.kind, TlsErrorKind::Other),
             Error::AuthFailed { .. } | Error::InvalidMessage(_) | Error::InvalidConfig { .. } => {
                 false
@@ -340,6 +345,9 @@ impl fmt::Display for Error {
             }
             Error::WindowFull => f.write_str("pending window is full: read acks before sending"),
             Error::Closed => f.write_str("connection closed"),
+            Error::Draining => {
+                f.write_str("connection draining: send new messages on a new connection")
+            }
         }
     }
 }
@@ -411,6 +419,13 @@ mod tests {
         assert!(Error::Closed.is_retryable());
         let e = Error::Io(io::Error::from(io::ErrorKind::ConnectionReset));
         assert!(e.is_closed());
+        // A draining connection is still open; the message can go elsewhere.
+        assert!(!Error::Draining.is_closed());
+        assert!(Error::Draining.is_retryable());
+        assert_eq!(
+            Error::Draining.to_string(),
+            "connection draining: send new messages on a new connection"
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ use miniserde::json::{Number, Object, Value};
 
 use crate::error::ProtocolError;
 use crate::json::{self, FieldError};
+use crate::message::ACK_STANZA_ID_PREFIX;
 use crate::xml::Element;
 
 use crate::ns::{CLIENT as NS_CLIENT, GCM as NS_GCM, STANZAS as NS_STANZAS};
@@ -332,6 +333,39 @@ impl StanzaError {
     }
 }
 
+/// The server refused one of our acks (of an upstream message or a receipt).
+///
+/// Never about a downstream message, so it settles none: a device's upstream
+/// id and an application's downstream id may well be equal (both often count
+/// from 1), and an error about the ack of upstream `u-1` must not end the
+/// pending downstream message `u-1`. [`Event::settled_message_id`] is `None`
+/// for it, and [`Connection`](crate::Connection) leaves its window alone.
+///
+/// It arrives as a stanza error whose stanza `id` is one of our ack ids
+/// (`fx-ack-N`) or, without an `id`, whose echoed payload is an ack; or as a
+/// `BAD_ACK` nack, which by definition is about an ack. CCS redelivers the
+/// message that was not acked; a malformed ack is a bug in this crate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AckRefused {
+    /// The id of the upstream message or receipt the ack was for, when the
+    /// server echoed it.
+    pub message_id: Option<String>,
+    /// How the server said it.
+    pub reason: AckRefusal,
+}
+
+/// How the server refused an ack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AckRefusal {
+    /// A stanza error about the ack stanza (e.g. 406 for an id that was not
+    /// delivered on this connection).
+    StanzaError(StanzaError),
+    /// A `BAD_ACK` nack.
+    Nack(Nack),
+}
+
 /// A `<gcm>` payload with a `message_type` this crate does not know (kept, never dropped).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -356,10 +390,14 @@ pub enum Event {
     Receipt(Receipt),
     /// A control message (draining).
     Control(Control),
-    /// A stanza error.
+    /// A stanza error about a downstream message (or about nothing we can
+    /// tell); errors about our acks are [`Event::AckRefused`].
     StanzaError(StanzaError),
     /// A payload with an unknown `message_type`.
     Unknown(UnknownMessage),
+    /// The server refused one of our acks: a stanza error or `BAD_ACK` nack
+    /// about an ack, never about a downstream message.
+    AckRefused(AckRefused),
 }
 
 /// Appends the one and only ack JSON this crate sends (PROTOCOL.md §9, §12):
@@ -444,12 +482,19 @@ impl Event {
                     Some(Value::String(s)) => NackCode::from_code(s),
                     Some(other) => NackCode::Other(json::to_text(other)),
                 };
-                Ok(Event::Nack(Nack {
+                let nack = Nack {
                     message_id: json::req_str(obj, "message_id").map_err(bad)?.to_owned(),
                     from: owned(lenient(json::opt_str(obj, "from"), "nack")),
                     code,
                     description: owned(lenient(json::opt_str(obj, "error_description"), "nack")),
-                }))
+                };
+                if nack.code == NackCode::BadAck {
+                    return Ok(Event::AckRefused(AckRefused {
+                        message_id: Some(nack.message_id.clone()),
+                        reason: AckRefusal::Nack(nack),
+                    }));
+                }
+                Ok(Event::Nack(nack))
             }
             Some("receipt") => parse_receipt(obj).map(Event::Receipt),
             Some("control") => Ok(Event::Control(Control {
@@ -466,7 +511,9 @@ impl Event {
     ///
     /// - not a `<message>` in `jabber:client` (pongs, other iq, presence):
     ///   `Ok(None)`;
-    /// - `type="error"`: [`Event::StanzaError`] with the stanza `id`, the
+    /// - `type="error"` about one of our acks (stanza `id` starting `fx-ack-`,
+    ///   or no `id` and an echoed ack payload): [`Event::AckRefused`];
+    /// - other `type="error"`: [`Event::StanzaError`] with the stanza `id`, the
     ///   `<error>` `code` and `type`, the first condition element (in
     ///   `urn:ietf:params:xml:ns:xmpp-stanzas`, other than `text`;
     ///   `undefined-condition` if none), the `<text>`, and the `message_id`
@@ -484,7 +531,18 @@ impl Event {
             return Ok(None);
         }
         if el.attr("type") == Some("error") {
-            return Ok(Some(Event::StanzaError(parse_stanza_error(el))));
+            let (error, echoed_ack) = parse_stanza_error(el);
+            let about_ack = match &error.id {
+                Some(id) => id.starts_with(ACK_STANZA_ID_PREFIX),
+                None => echoed_ack,
+            };
+            if about_ack {
+                return Ok(Some(Event::AckRefused(AckRefused {
+                    message_id: error.message_id.clone(),
+                    reason: AckRefusal::StanzaError(error),
+                })));
+            }
+            return Ok(Some(Event::StanzaError(error)));
         }
         match el.child("gcm", NS_GCM) {
             Some(gcm) => Event::from_json(&gcm.text()).map(Some),
@@ -530,6 +588,15 @@ impl Event {
         match self {
             Event::Unknown(u) => {
                 out.push_str(&u.json);
+                return;
+            }
+            Event::AckRefused(a) => {
+                // As the server sent it: the nack, or the stanza error's echo stub.
+                let inner = match &a.reason {
+                    AckRefusal::Nack(n) => Event::Nack(n.clone()),
+                    AckRefusal::StanzaError(e) => Event::StanzaError(e.clone()),
+                };
+                inner.write_json(out);
                 return;
             }
             Event::Ack(a) => {
@@ -622,9 +689,10 @@ impl Event {
     }
 
     /// The message id this event carries or is about: the upstream/receipt
-    /// id (`dr2:...` for receipts), the acked/nacked id, and for a stanza error
-    /// the echoed JSON `message_id`, else the stanza `id`. `None` for control
-    /// and unknown messages.
+    /// id (`dr2:...` for receipts), the acked/nacked id, for a stanza error
+    /// the echoed JSON `message_id`, else the stanza `id`, and for a refused
+    /// ack the upstream or receipt id it acked. `None` for control and unknown
+    /// messages.
     pub fn message_id(&self) -> Option<&str> {
         match self {
             Event::Upstream(u) => Some(&u.message_id),
@@ -632,13 +700,15 @@ impl Event {
             Event::Nack(n) => Some(&n.message_id),
             Event::Receipt(r) => Some(&r.message_id),
             Event::StanzaError(e) => e.target_message_id(),
+            Event::AckRefused(a) => a.message_id.as_deref(),
             Event::Control(_) | Event::Unknown(_) => None,
         }
     }
 
     /// The id of the downstream message this event settles: the acked or
     /// nacked id, or the stanza error's message id. `None` otherwise
-    /// (receipts arrive after their message was acked).
+    /// (receipts arrive after their message was acked; an
+    /// [`Event::AckRefused`] is about an ack, never a downstream message).
     pub fn settled_message_id(&self) -> Option<&str> {
         match self {
             Event::Ack(_) | Event::Nack(_) | Event::StanzaError(_) => self.message_id(),
@@ -701,6 +771,7 @@ event_helpers! {
     Control(Control): is_control, as_control, into_control, "a control message";
     StanzaError(StanzaError): is_stanza_error, as_stanza_error, into_stanza_error, "a stanza error";
     Unknown(UnknownMessage): is_unknown, as_unknown, into_unknown, "a payload of unknown type";
+    AckRefused(AckRefused): is_ack_refused, as_ack_refused, into_ack_refused, "a refused ack";
 }
 
 fn parse_upstream(obj: &Object) -> Result<Upstream, ProtocolError> {
@@ -767,14 +838,18 @@ fn parse_receipt(obj: &Object) -> Result<Receipt, ProtocolError> {
     })
 }
 
-fn parse_stanza_error(el: &Element) -> StanzaError {
-    let message_id = el.child("gcm", NS_GCM).and_then(|gcm| {
-        let obj = json::parse_object(&gcm.text()).ok()?;
-        json::opt_str(&obj, "message_id")
-            .ok()
-            .flatten()
+/// The stanza error, and whether its echoed payload is an ack.
+fn parse_stanza_error(el: &Element) -> (StanzaError, bool) {
+    let echo = el
+        .child("gcm", NS_GCM)
+        .and_then(|gcm| json::parse_object(&gcm.text()).ok());
+    let echoed = |field| {
+        echo.as_ref()
+            .and_then(|obj| json::opt_str(obj, field).ok().flatten())
             .map(str::to_owned)
-    });
+    };
+    let message_id = echoed("message_id");
+    let echoed_ack = echoed("message_type").as_deref() == Some("ack");
     // `<error>` inherits the stanza's namespace; accept it by local name.
     let error = el
         .child("error", el.ns())
@@ -790,14 +865,15 @@ fn parse_stanza_error(el: &Element) -> StanzaError {
             err.child("text", NS_STANZAS).map(Element::text),
         ),
     };
-    StanzaError {
+    let error = StanzaError {
         id: el.attr("id").map(str::to_owned),
         message_id,
         code,
         error_type,
         condition: condition.unwrap_or_else(|| "undefined-condition".to_owned()),
         text,
-    }
+    };
+    (error, echoed_ack)
 }
 
 #[cfg(test)]
@@ -851,7 +927,18 @@ mod tests {
                 r#"{{"message_type":"nack","message_id":"m-1","from":"tok","error":"{code}","error_description":"d"}}"#
             );
             let e = ev(&text);
-            assert_eq!(e.as_nack().unwrap().code, typed);
+            let nack = match &e {
+                // BAD_ACK is about one of our acks, never a downstream message.
+                Event::AckRefused(AckRefused {
+                    message_id,
+                    reason: AckRefusal::Nack(n),
+                }) if typed == NackCode::BadAck => {
+                    assert_eq!(message_id.as_deref(), Some("m-1"));
+                    n
+                }
+                other => other.as_nack().unwrap(),
+            };
+            assert_eq!(nack.code, typed);
             assert_eq!(Event::from_json(&e.to_json()).unwrap(), e);
         }
         assert!(NackCode::ServiceUnavailable.is_retryable());

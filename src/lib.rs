@@ -108,6 +108,7 @@ mod ns;
 mod stream;
 mod threads;
 mod transport;
+mod wire;
 pub mod xml;
 
 pub use config::{Config, Endpoint, Keepalive, ServerKey, Timeouts};
@@ -116,8 +117,8 @@ pub use error::{
     Error, InvalidMessage, Phase, ProtocolError, Result, TlsError, TlsErrorKind, XmlError,
 };
 pub use event::{
-    Ack, Control, ControlKind, Event, Nack, NackCode, Receipt, RetryClass, StanzaError,
-    UnknownMessage, Upstream,
+    Ack, AckRefusal, AckRefused, Control, ControlKind, Event, Nack, NackCode, Receipt, RetryClass,
+    StanzaError, UnknownMessage, Upstream,
 };
 pub use message::{Message, Notification, Priority};
 pub use transport::SetTimeout;

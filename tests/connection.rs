@@ -420,3 +420,31 @@ fn characters_xml_forbids_never_reach_the_wire() {
     conn.close().unwrap();
     // Dropping `emu` passes every byte the client wrote through the independent judge.
 }
+
+#[test]
+fn a_refused_ack_leaves_the_downstream_message_of_the_same_id_pending() {
+    let _w = watchdog("refused_ack", Duration::from_secs(20));
+    let emu = emulator();
+    let (mut conn, _) = connect(&emu);
+    // Our downstream "u-1" stays in flight while the ack of a device's "u-1"
+    // (never delivered on this connection) is refused with a 406.
+    emu.set_ack_delay(Duration::from_millis(300));
+    conn.send(&Message::to("tok").message_id("u-1")).unwrap();
+    let upstream = Event::from_json(r#"{"from":"DEV","message_id":"u-1","data":{}}"#).unwrap();
+    conn.ack(&upstream).unwrap();
+    let ev = next(&mut conn);
+    let refused = ev.as_ack_refused().unwrap_or_else(|| panic!("{ev:?}"));
+    assert_eq!(refused.message_id.as_deref(), Some("u-1"));
+    assert!(
+        matches!(&refused.reason, fcm_xmpp::AckRefusal::StanzaError(e) if e.code == Some(406)),
+        "{refused:?}"
+    );
+    assert_eq!(
+        conn.pending(),
+        1,
+        "an error about an ack settled a downstream message"
+    );
+    assert!(matches!(next(&mut conn), Event::Ack(a) if a.message_id == "u-1"));
+    assert_eq!(conn.pending(), 0);
+    conn.close().unwrap();
+}

@@ -959,7 +959,7 @@ impl Session {
                 self.acked_out.push(id);
             }
             None => {
-                self.with_xml(|x, s| wire::stanza_error_406(x, stanza_id, &s.jid));
+                self.with_xml(|x, s| wire::stanza_error_406(x, stanza_id, &s.jid, payload));
                 self.ops.push(LedgerOp::StanzaError);
                 if self.shared.observed() {
                     self.events.push(EmulatorEvent::StanzaError {

@@ -342,9 +342,10 @@ pub(crate) fn stanza_error_400(
     stanza_error(out, id, to, 400, "bad-request", payload, Some(text));
 }
 
-/// Stanza error 406 not-acceptable for an ACK of a message not delivered on this connection.
-pub(crate) fn stanza_error_406(out: &mut String, id: Option<&str>, to: &str) {
-    stanza_error(out, id, to, 406, "not-acceptable", None, None);
+/// Stanza error 406 not-acceptable for an ACK of a message not delivered on this connection:
+/// echoes the stanza `id` and the ack's `<gcm>` payload, as the 400 does.
+pub(crate) fn stanza_error_406(out: &mut String, id: Option<&str>, to: &str, payload: &str) {
+    stanza_error(out, id, to, 406, "not-acceptable", Some(payload), None);
 }
 
 #[cfg(test)]
@@ -436,7 +437,7 @@ mod tests {
 
     // -- stanzas parse back through the crate's own reader and model ------------------------
 
-    use crate::event::{Ack, Nack, NackCode};
+    use crate::event::{Ack, AckRefusal, Nack, NackCode};
     use crate::xml::{Element, Packet, ReaderLimits, StanzaReader};
 
     /// Parses `stanza` as the first stanza of a server stream.
@@ -567,12 +568,20 @@ mod tests {
             other => panic!("{other:?}"),
         }
         out.clear();
-        stanza_error_406(&mut out, Some("a-1"), "1@gcm.googleapis.com/r");
+        let ack = r#"{"to":"DEV","message_id":"up-1","message_type":"ack"}"#;
+        stanza_error_406(&mut out, Some("fx-ack-1"), "1@gcm.googleapis.com/r", ack);
         let el = parse(&out);
-        assert!(el.child("gcm", NS_GCM).is_none());
+        assert_eq!(
+            el.child("gcm", NS_GCM).map(Element::text).as_deref(),
+            Some(ack)
+        );
         match Event::from_stanza(&el).unwrap().unwrap() {
-            Event::StanzaError(e) => {
-                assert_eq!(e.id.as_deref(), Some("a-1"));
+            Event::AckRefused(a) => {
+                assert_eq!(a.message_id.as_deref(), Some("up-1"));
+                let AckRefusal::StanzaError(e) = a.reason else {
+                    panic!("{a:?}");
+                };
+                assert_eq!(e.id.as_deref(), Some("fx-ack-1"));
                 assert_eq!(e.code, Some(406));
                 assert_eq!(e.condition, "not-acceptable");
             }
