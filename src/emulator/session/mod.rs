@@ -1,5 +1,9 @@
 //! One client connection: TLS accept, the XMPP handshake, then the CCS message loop.
 //!
+//! This file is the I/O loop; [`handshake`] answers the XMPP handshake and
+//! [`ccs`] the CCS traffic once bound, both on the session's buffers only, so
+//! their tests (in `tests.rs`) need no socket.
+//!
 //! The session thread owns its TLS stream and alternates: read one block with a short
 //! timeout, handle every complete stanza in it, run timers (held-back answers, draining,
 //! keepalive) and script commands, then write everything queued in one write call. Ledger
@@ -13,20 +17,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use miniserde::json::{Object, Value};
-
 use native_tls::{HandshakeError, TlsStream};
 
 use super::ledger::{LedgerOp, LiveLedger};
 use super::outbound::{OutItem, OutKind};
 use super::script::Script;
 use super::shared::{lock, Command, SessionCtl, Shared};
-use super::wire::{self, NS_BIND, NS_GCM, NS_PING, NS_ROSTER, NS_SASL, NS_SESSION, NS_STREAM};
-use super::{ClientBytes, ConnId, DownstreamOutcome, EmulatorEvent, MAX_DELAYED, WINDOW};
+use super::wire::{self, NS_SASL};
+use super::{ClientBytes, ConnId, EmulatorEvent};
 use crate::error::XmlError;
-use crate::event::{Ack, Event, Nack, NackCode};
-use crate::json;
-use crate::message::Message;
+use crate::event::NackCode;
 use crate::xml::{first_forbidden_char, Element, Node, Packet, ReaderLimits, StanzaReader};
 
 /// Socket timeout while the TLS handshake runs (so a silent client cannot block shutdown).
@@ -39,6 +39,11 @@ const WRITE_STALL: Duration = Duration::from_secs(30);
 const MAX_RESOURCE: usize = 1023;
 
 type Tls = TlsStream<TcpStream>;
+
+mod ccs;
+mod handshake;
+#[cfg(test)]
+mod tests;
 
 /// Runs one connection to its end and unregisters it.
 pub(crate) fn run(shared: Arc<Shared>, id: ConnId, tcp: TcpStream, ctl: Arc<SessionCtl>) {
@@ -484,44 +489,6 @@ impl Session {
         }
     }
 
-    fn on_stream_start(&mut self, el: &Element) {
-        let expected = matches!(self.phase, Phase::Header | Phase::Header2);
-        if !expected {
-            self.stream_error("bad-format", Some("unexpected stream header"));
-            self.end(EndMode::CloseStream, "unexpected stream header");
-            return;
-        }
-        if let Some(to) = el.attr("to").filter(|t| !t.is_empty()) {
-            self.domain = to.to_string();
-        }
-        let id = wire::stream_id();
-        self.with_xml(|x, s| wire::stream_header(x, &s.domain, &id));
-        self.header_sent = true;
-        if !el.is("stream", NS_STREAM) {
-            self.stream_error("invalid-namespace", None);
-            self.end(EndMode::CloseStream, "stream header in the wrong namespace");
-            return;
-        }
-        self.just_opened = true;
-        if self.phase == Phase::Header {
-            self.out.extend_from_slice(wire::SASL_FEATURES.as_bytes());
-            self.phase = Phase::Auth;
-        } else {
-            self.out.extend_from_slice(wire::BIND_FEATURES.as_bytes());
-            self.phase = Phase::Bind;
-        }
-    }
-
-    fn on_stream_end(&mut self) {
-        if self.just_opened {
-            // `<stream:stream .../>` reads as a header immediately followed by its end.
-            self.stream_error("bad-format", Some("self-closing stream header"));
-            self.end(EndMode::CloseStream, "self-closing stream header");
-        } else {
-            self.end(EndMode::CloseStream, "client closed the stream");
-        }
-    }
-
     fn on_stanza(&mut self, el: &Element) {
         match self.phase {
             Phase::Header | Phase::Header2 => {
@@ -550,481 +517,6 @@ impl Session {
                 _ => log::debug!("ccs emulator: {} ignoring <{}>", self.id, el.name()),
             },
         }
-    }
-
-    fn on_auth(&mut self, el: &Element) {
-        let mechanism = el.attr("mechanism").unwrap_or("");
-        let result = match mechanism {
-            // X-OAUTH2 and X-GOOGLE-TOKEN carry the same `\0user\0secret` blob.
-            "PLAIN" | "X-OAUTH2" | "X-GOOGLE-TOKEN" => match wire::decode_plain(&el.text()) {
-                Ok(plain) => {
-                    let s = &self.shared.settings;
-                    if wire::credentials_ok(&plain, &s.sender_id, s.server_key.expose()) {
-                        Ok(())
-                    } else {
-                        Err(("not-authorized", "wrong sender id or server key"))
-                    }
-                }
-                Err(e) => Err((e.condition(), "bad PLAIN payload")),
-            },
-            _ => Err(("invalid-mechanism", "unknown mechanism")),
-        };
-        match result {
-            Ok(()) => {
-                self.out.extend_from_slice(wire::SASL_SUCCESS.as_bytes());
-                self.reader.reset();
-                self.phase = Phase::Header2;
-            }
-            Err((condition, why)) => {
-                self.with_xml(|x, _| wire::sasl_failure(x, condition));
-                self.shared.state().auth_failures += 1;
-                let reason = format!("{condition} ({why}, mechanism {mechanism:?})");
-                self.events.push(EmulatorEvent::AuthFailed {
-                    conn: self.id,
-                    reason: reason.clone(),
-                });
-                self.end(
-                    EndMode::CloseStream,
-                    &format!("authentication refused: {reason}"),
-                );
-            }
-        }
-    }
-
-    fn on_iq(&mut self, el: &Element) {
-        let id = el.attr("id");
-        let kind = el.attr("type").unwrap_or("");
-        if kind != "get" && kind != "set" {
-            return; // results and errors from the client need no answer
-        }
-        if let Some(bind) = el.child("bind", NS_BIND) {
-            if kind != "set" {
-                self.with_xml(|x, _| wire::iq_error(x, id, "modify", "bad-request"));
-            } else if self.phase == Phase::Ready {
-                self.with_xml(|x, _| wire::iq_error(x, id, "cancel", "not-allowed"));
-            } else {
-                self.on_bind(id, bind);
-            }
-        } else if el.child("session", NS_SESSION).is_some() {
-            self.with_xml(|x, _| wire::iq_result(x, id, None, None));
-        } else if el.child("ping", NS_PING).is_some() {
-            // A client that sent `to=''` got no pong from CCS (PROTOCOL.md §5).
-            if el.attr("to") != Some("") {
-                self.with_xml(|x, s| {
-                    let to = Some(s.jid.as_str()).filter(|j| !j.is_empty());
-                    wire::iq_result(x, id, to, Some(&s.domain));
-                });
-            }
-        } else if el.child("query", NS_ROSTER).is_some() {
-            // CCS never answered roster requests (clients waiting for it timed out).
-        } else {
-            self.with_xml(|x, _| wire::iq_error(x, id, "cancel", "service-unavailable"));
-        }
-    }
-
-    fn on_bind(&mut self, id: Option<&str>, bind: &Element) {
-        let proposed = bind
-            .child("resource", NS_BIND)
-            .or_else(|| bind.child_named("resource"))
-            .map(|r| r.text().trim().to_string())
-            .unwrap_or_default();
-        if proposed.len() > MAX_RESOURCE || proposed.chars().any(|c| c.is_control()) {
-            self.with_xml(|x, _| wire::iq_error(x, id, "modify", "bad-request"));
-            return;
-        }
-        let base = if proposed.is_empty() {
-            "emulator"
-        } else {
-            &proposed
-        };
-        self.jid = format!(
-            "{}@gcm.googleapis.com/{base}{}",
-            self.shared.settings.sender_id,
-            wire::resource_suffix()
-        );
-        self.with_xml(|x, s| wire::bind_result(x, id, &s.jid));
-        self.phase = Phase::Ready;
-        let ledger = Arc::new(Mutex::new(LiveLedger::new(
-            self.id,
-            self.jid.clone(),
-            self.shared.settings.record_ids,
-        )));
-        self.ledger = Some(Arc::clone(&ledger));
-        {
-            let mut st = self.shared.state();
-            st.ledgers.push(ledger);
-            if let Some(e) = st.sessions.get_mut(&self.id) {
-                e.ready = true;
-            }
-            st.dispatch_waiting();
-        }
-        log::info!("ccs emulator: {} bound {}", self.id, self.jid);
-        self.events.push(EmulatorEvent::Authenticated {
-            conn: self.id,
-            jid: self.jid.clone(),
-        });
-    }
-
-    // -- CCS messages ---------------------------------------------------------------------
-
-    fn on_message(&mut self, el: &Element) {
-        self.messages += 1;
-        let mut drop_here = self.script.drop_every.is_some_and(|k| self.messages >= k);
-        if let Some(n) = self.drop_countdown.as_mut() {
-            *n = n.saturating_sub(1);
-            drop_here |= *n == 0;
-        }
-        let stanza_id = el.attr("id");
-        let Some(gcm) = el.children().find(|c| c.is("gcm", NS_GCM)) else {
-            if drop_here {
-                return self.drop_unanswered(None);
-            }
-            let text = "InvalidJson: message without a gcm payload\n";
-            return self.stanza_error_400(stanza_id, None, text, false);
-        };
-        let payload = gcm.text();
-        let obj = match json::parse_object(&payload) {
-            Ok(obj) => obj,
-            Err(e) => {
-                self.count_downstream();
-                if drop_here {
-                    return self.drop_unanswered(None);
-                }
-                let text = format!("InvalidJson: JSON_PARSING_ERROR : payload is {e}\n");
-                return self.stanza_error_400(stanza_id, Some(&payload), &text, true);
-            }
-        };
-        let client_ack = match obj.get("message_type") {
-            Some(Value::String(t)) if t == "ack" => Some(false),
-            Some(Value::String(t)) if t == "nack" => Some(true),
-            _ => None,
-        };
-        match client_ack {
-            Some(_) if drop_here => self.drop_unanswered(None),
-            Some(nack) => self.on_client_ack(stanza_id, &payload, &obj, nack),
-            None => self.on_downstream(stanza_id, &payload, obj, drop_here),
-        }
-    }
-
-    /// Counts a downstream message stanza for the pending window.
-    fn count_downstream(&mut self) {
-        self.downstream_in += 1;
-        let pending = self.downstream_in.saturating_sub(self.answered_written) as usize;
-        self.max_pending = self.max_pending.max(pending);
-        if pending > WINDOW {
-            self.window_violations += 1;
-            if self.shared.observed() {
-                self.events.push(EmulatorEvent::WindowViolation {
-                    conn: self.id,
-                    pending,
-                });
-            }
-        }
-    }
-
-    fn on_downstream(
-        &mut self,
-        stanza_id: Option<&str>,
-        payload: &str,
-        obj: Object,
-        drop_here: bool,
-    ) {
-        self.count_downstream();
-        let message_id = match obj.get("message_id") {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            missing => {
-                if drop_here {
-                    return self.drop_unanswered(None);
-                }
-                let text = match missing {
-                    None => wire::MISSING_ID_TEXT,
-                    Some(_) => {
-                        "InvalidJson: JSON_TYPE_ERROR : Field \"message_id\" must be a \
-                         non-empty JSON string\n"
-                    }
-                };
-                return self.stanza_error_400(stanza_id, Some(payload), text, true);
-            }
-        };
-        let idx = self.received;
-        self.received += 1;
-        self.ops
-            .push(LedgerOp::Received(if self.shared.settings.record_ids {
-                message_id.clone()
-            } else {
-                String::new()
-            }));
-        let target = match (obj.get("to"), obj.get("condition")) {
-            (Some(Value::String(t)), _) => t.clone(),
-            (_, Some(Value::String(c))) => c.clone(),
-            _ => String::new(),
-        };
-        if drop_here {
-            return self.drop_unanswered(Some((message_id, target)));
-        }
-        let (nack, receipt) = if self.draining {
-            let desc = "Connection is draining: send on a new connection".to_string();
-            (Some((NackCode::ConnectionDraining, desc)), false)
-        } else {
-            match Message::from_json_value(&obj) {
-                Err(invalid) => {
-                    let desc = format!(
-                        "InvalidJson: JSON_FIELD_ERROR : Field \"{}\": {}",
-                        invalid.field, invalid.reason
-                    );
-                    (Some((NackCode::InvalidJson, desc)), false)
-                }
-                Ok(msg) => match self.script.nack_for(&message_id, msg.target()) {
-                    Some(code) => {
-                        let desc = nack_description(&code, msg.target());
-                        (Some((code, desc)), false)
-                    }
-                    None => (
-                        None,
-                        msg.get_delivery_receipt_requested() == Some(true)
-                            && msg.get_dry_run() != Some(true),
-                    ),
-                },
-            }
-        };
-        let answer = Answer {
-            idx,
-            message_id,
-            target,
-            nack,
-            receipt,
-        };
-        let delay = self.script.ack_delay;
-        // Draining NACKs go out at once so a draining connection always empties.
-        if delay.is_zero() || self.draining {
-            return self.write_answer(answer);
-        }
-        if self.delayed.len() >= MAX_DELAYED {
-            self.stream_error("policy-violation", Some("too many pending messages"));
-            let why = format!("more than {MAX_DELAYED} answers held back");
-            return self.end(EndMode::CloseStream, &why);
-        }
-        self.delayed.push_back((Instant::now() + delay, answer));
-    }
-
-    /// Writes an ACK or NACK (and the receipt after an ACK that asked for one).
-    fn write_answer(&mut self, answer: Answer) {
-        let Answer {
-            idx,
-            message_id,
-            target,
-            nack,
-            receipt,
-        } = answer;
-        // Build the crate's own event (moving the strings in and out, no copies).
-        let event = match nack {
-            None => Event::Ack(Ack {
-                message_id,
-                from: Some(target),
-                registration_id: None,
-            }),
-            Some((code, desc)) => Event::Nack(Nack {
-                message_id,
-                from: Some(target),
-                code,
-                description: Some(desc),
-            }),
-        };
-        self.write_data_gcm(&event);
-        self.answered_queued += 1;
-        let (message_id, target, outcome) = match event {
-            Event::Ack(a) => {
-                self.ops.push(LedgerOp::Acked(idx));
-                (a.message_id, a.from, DownstreamOutcome::Acked)
-            }
-            Event::Nack(n) => {
-                self.ops.push(LedgerOp::Nacked(idx, n.code.clone()));
-                (n.message_id, n.from, DownstreamOutcome::Nacked(n.code))
-            }
-            _ => return,
-        };
-        let target = target.unwrap_or_default();
-        if receipt {
-            self.write_receipt(&message_id, &target);
-        }
-        if self.shared.observed() {
-            self.events.push(EmulatorEvent::Downstream {
-                conn: self.id,
-                message_id,
-                target,
-                outcome,
-                at: Instant::now(),
-            });
-        }
-    }
-
-    /// Writes `event` as `<message><data:gcm xmlns:data="google:mobile:data">JSON</data:gcm>
-    /// </message>` (ACK, NACK, control).
-    fn write_data_gcm(&mut self, event: &Event) {
-        let mut json = std::mem::take(&mut self.json);
-        json.clear();
-        event.write_json(&mut json);
-        self.with_xml(|x, _| wire::data_gcm_message(x, &json));
-        self.json = json;
-    }
-
-    /// Creates the receipt for an ACKed message and delivers it here (it is owed to this
-    /// connection from now on, and goes to another one if this one ends first).
-    fn write_receipt(&mut self, original_id: &str, token: &str) {
-        let category = &self.shared.settings.category;
-        let json: Arc<str> =
-            wire::receipt_event(original_id, token, category, wire::epoch_millis())
-                .to_json()
-                .into();
-        let id = wire::receipt_id(original_id);
-        self.new_receipts.push((id.clone(), Arc::clone(&json)));
-        self.deliver(OutItem {
-            id,
-            kind: OutKind::Receipt,
-            json,
-            conn: Some(self.id),
-        });
-    }
-
-    /// Writes an upstream message or receipt, or holds it while [`WINDOW`] of them wait for
-    /// the client's ACK (CCS stops sending to a client that stops acking, PROTOCOL.md §10).
-    fn deliver(&mut self, item: OutItem) {
-        if self.delivered.len() >= WINDOW {
-            self.held.push_back(item);
-            return;
-        }
-        self.with_xml(|x, s| wire::upstream_message(x, &s.shared.settings.sender_id, &item.json));
-        self.delivered.insert(item.id.clone(), item.kind);
-        let ev = match item.kind {
-            OutKind::Upstream => {
-                self.ops.push(LedgerOp::UpstreamSent(item.id.clone()));
-                EmulatorEvent::UpstreamSent {
-                    conn: self.id,
-                    message_id: item.id,
-                }
-            }
-            OutKind::Receipt => {
-                self.ops.push(LedgerOp::ReceiptSent(item.id.clone()));
-                EmulatorEvent::ReceiptSent {
-                    conn: self.id,
-                    message_id: item.id,
-                }
-            }
-        };
-        if self.shared.observed() {
-            self.events.push(ev);
-        }
-    }
-
-    /// Delivers held items as the client's ACKs free room.
-    fn release_held(&mut self) {
-        while self.delivered.len() < WINDOW {
-            match self.held.pop_front() {
-                Some(item) => self.deliver(item),
-                None => return,
-            }
-        }
-    }
-
-    fn on_client_ack(&mut self, stanza_id: Option<&str>, payload: &str, obj: &Object, nack: bool) {
-        let id = match obj.get("message_id") {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            _ => {
-                let text = wire::MISSING_ID_TEXT;
-                return self.stanza_error_400(stanza_id, Some(payload), text, false);
-            }
-        };
-        match self.delivered.remove(&id) {
-            Some(kind) => {
-                if nack {
-                    log::warn!("ccs emulator: {} client NACKed {id:?}", self.id);
-                    self.ops.push(LedgerOp::UpstreamNacked(id.clone()));
-                } else if kind == OutKind::Receipt {
-                    self.ops.push(LedgerOp::ReceiptAcked(id.clone()));
-                } else {
-                    self.ops.push(LedgerOp::UpstreamAcked(id.clone()));
-                }
-                if self.shared.observed() && !nack {
-                    self.events.push(match kind {
-                        OutKind::Upstream => EmulatorEvent::UpstreamAcked {
-                            conn: self.id,
-                            message_id: id.clone(),
-                        },
-                        OutKind::Receipt => EmulatorEvent::ReceiptAcked {
-                            conn: self.id,
-                            message_id: id.clone(),
-                        },
-                    });
-                }
-                self.acked_out.push(id);
-            }
-            None => {
-                self.with_xml(|x, s| wire::stanza_error_406(x, stanza_id, &s.jid, payload));
-                self.ops.push(LedgerOp::StanzaError);
-                if self.shared.observed() {
-                    self.events.push(EmulatorEvent::StanzaError {
-                        conn: self.id,
-                        id: stanza_id.map(str::to_string),
-                        code: 406,
-                        reason: format!("ack for {id:?}, which was not delivered on this connection or was already acked"),
-                    });
-                }
-            }
-        }
-    }
-
-    /// Stanza error 400; `answers_downstream` if it answers a counted downstream message.
-    fn stanza_error_400(
-        &mut self,
-        stanza_id: Option<&str>,
-        payload: Option<&str>,
-        text: &str,
-        answers_downstream: bool,
-    ) {
-        self.with_xml(|x, s| wire::stanza_error_400(x, stanza_id, &s.jid, payload, text));
-        if answers_downstream {
-            self.answered_queued += 1;
-        }
-        self.ops.push(LedgerOp::StanzaError);
-        if self.shared.observed() {
-            self.events.push(EmulatorEvent::StanzaError {
-                conn: self.id,
-                id: stanza_id.map(str::to_string),
-                code: 400,
-                reason: text.trim_end().to_string(),
-            });
-        }
-    }
-
-    /// The scripted drop: answers of earlier stanzas are written, this one is not.
-    fn drop_unanswered(&mut self, message: Option<(String, String)>) {
-        if let Some((message_id, target)) = message {
-            if self.shared.observed() {
-                self.events.push(EmulatorEvent::Downstream {
-                    conn: self.id,
-                    message_id,
-                    target,
-                    outcome: DownstreamOutcome::Dropped,
-                    at: Instant::now(),
-                });
-            }
-        }
-        self.delayed.clear();
-        self.end(EndMode::FlushThenDrop, "dropped by the test script");
-    }
-
-    fn start_drain(&mut self) {
-        if self.draining || self.phase != Phase::Ready {
-            return;
-        }
-        self.draining = true;
-        self.write_data_gcm(&wire::draining_event());
-        if let Some(l) = &self.ledger {
-            lock(l).drained = true;
-        }
-        log::info!("ccs emulator: {} draining", self.id);
-        self.events
-            .push(EmulatorEvent::DrainStarted { conn: self.id });
     }
 
     fn stream_error(&mut self, condition: &str, text: Option<&str>) {
@@ -1084,23 +576,6 @@ fn forbidden_char(el: &Element) -> Option<char> {
         Node::Element(child) => forbidden_char(child),
         Node::Text(text) => first_forbidden_char(text),
     })
-}
-
-fn nack_description(code: &NackCode, target: &str) -> String {
-    match code {
-        NackCode::BadRegistration => format!("Invalid token on 'to' field: {target}"),
-        NackCode::DeviceUnregistered => "Device unregistered".to_string(),
-        NackCode::DeviceMessageRateExceeded => {
-            "Downstream message rate exceeded for this device".to_string()
-        }
-        NackCode::TopicsMessageRateExceeded => {
-            "Downstream message rate exceeded for this topic".to_string()
-        }
-        NackCode::ServiceUnavailable => "Service temporarily unavailable".to_string(),
-        NackCode::InternalServerError => "Internal server error".to_string(),
-        NackCode::ConnectionDraining => "Connection is draining".to_string(),
-        other => other.as_str().to_string(),
-    }
 }
 
 /// A reader that copies what it reads into a connection's recording, within the shared
