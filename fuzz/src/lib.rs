@@ -257,10 +257,10 @@ fn condition_name(s: &str) -> String {
     }
 }
 
-/// Checks what must hold for any event parsed from JSON: `to_json` parses
+/// Checks what must hold for any event parsed from JSON: `emulator::event_json` parses
 /// back to the same event, and the ack for it (if any) is an ack for it.
 pub fn check_event_round_trip(ev: &Event) {
-    let text = ev.to_json();
+    let text = fcm_xmpp::emulator::event_json(ev);
     match Event::from_json(&text) {
         Ok(back) => assert_eq!(&back, ev, "{text}"),
         Err(e) => panic!("{ev:?} wrote {text:?}, which does not parse: {e}"),
@@ -282,11 +282,11 @@ pub fn check_event_round_trip(ev: &Event) {
 /// the `<error>` `code` and `type`, the condition and the `<text>` of an
 /// error stanza around it (missing parts are left out).
 ///
-/// Never panics; a parsed event round-trips through `to_json`; the payload
+/// Never panics; a parsed event round-trips through `emulator::event_json`; the payload
 /// in a `<message>` stanza gives the same result as on its own, also after
 /// writing the stanza as XML and reading it back; an error stanza always
 /// gives a stanza error (as an `Event::AckRefused` exactly when it is about
-/// one of our acks) that round-trips through `StanzaError::to_stanza`, also
+/// one of our acks) that round-trips through `emulator::stanza_error_element`, also
 /// through XML.
 pub fn check_event(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
@@ -362,7 +362,7 @@ pub fn check_event(data: &[u8]) {
     }
     assert_eq!(se.id.as_deref(), id);
     for echo in [Some(json), None] {
-        let el = se.to_stanza(echo);
+        let el = fcm_xmpp::emulator::stanza_error_element(&se, echo);
         let back = Event::from_stanza(&el);
         // The stub echoed without a payload is no ack: only the id tells then.
         let want_ack = match echo {

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use miniserde::json::{Object, Value};
 
+use super::super::json::{event_json, write_event_json};
 use super::super::ledger::LedgerOp;
 use super::super::outbound::{OutItem, OutKind};
 use super::super::shared::lock;
@@ -216,7 +217,7 @@ impl Session {
     pub(super) fn write_data_gcm(&mut self, event: &Event) {
         let mut json = std::mem::take(&mut self.json);
         json.clear();
-        event.write_json(&mut json);
+        write_event_json(event, &mut json);
         self.with_xml(|x, _| wire::data_gcm_message(x, &json));
         self.json = json;
     }
@@ -225,10 +226,13 @@ impl Session {
     /// connection from now on, and goes to another one if this one ends first).
     pub(super) fn write_receipt(&mut self, original_id: &str, token: &str) {
         let category = &self.shared.settings.category;
-        let json: Arc<str> =
-            wire::receipt_event(original_id, token, category, wire::epoch_millis())
-                .to_json()
-                .into();
+        let json: Arc<str> = event_json(&wire::receipt_event(
+            original_id,
+            token,
+            category,
+            wire::epoch_millis(),
+        ))
+        .into();
         let id = wire::receipt_id(original_id);
         self.new_receipts.push((id.clone(), Arc::clone(&json)));
         self.deliver(OutItem {
