@@ -56,14 +56,20 @@ pub(crate) fn auth_plain(out: &mut String, payload: &str) {
     out.push_str("</auth>");
 }
 
+/// Appends `<iq type="set" id="ID"><NAME xmlns="NS"` (the caller closes both).
+fn iq_set(out: &mut String, id: &str, name: &str, ns: &str) {
+    out.push_str("<iq");
+    attr(out, "type", "set");
+    attr(out, "id", id);
+    out.push_str("><");
+    out.push_str(name);
+    attr(out, "xmlns", ns);
+}
+
 /// `<iq type="set" id="bind1"><bind xmlns="urn:ietf:params:xml:ns:xmpp-bind">
 /// <resource>RESOURCE</resource></bind></iq>`.
 pub(crate) fn bind(out: &mut String, resource: &str) {
-    out.push_str("<iq");
-    attr(out, "type", "set");
-    attr(out, "id", BIND_ID);
-    out.push_str("><bind");
-    attr(out, "xmlns", ns::BIND);
+    iq_set(out, BIND_ID, "bind", ns::BIND);
     out.push_str("><resource>");
     escape_text(resource, out);
     out.push_str("</resource></bind></iq>");
@@ -71,11 +77,7 @@ pub(crate) fn bind(out: &mut String, resource: &str) {
 
 /// `<iq type="set" id="sess1"><session xmlns="urn:ietf:params:xml:ns:xmpp-session"/></iq>`.
 pub(crate) fn session(out: &mut String) {
-    out.push_str("<iq");
-    attr(out, "type", "set");
-    attr(out, "id", SESSION_ID);
-    out.push_str("><session");
-    attr(out, "xmlns", ns::SESSION);
+    iq_set(out, SESSION_ID, "session", ns::SESSION);
     out.push_str("/></iq>");
 }
 
