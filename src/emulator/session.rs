@@ -573,7 +573,8 @@ impl Session {
         } else if el.child("session", NS_SESSION).is_some() {
             self.with_xml(|x, _| wire::iq_result(x, id, None, None));
         } else if el.child("ping", NS_PING).is_some() {
-            // A client that sent `to=''` got no pong from CCS (PROTOCOL.md §5).
+            // A client that sent `to=''` got no pong from CCS (see
+            // `fcm_xmpp::protocol`, section Keepalive).
             if el.attr("to") != Some("") {
                 self.with_xml(|x, s| {
                     let to = Some(s.jid.as_str()).filter(|j| !j.is_empty());
@@ -852,7 +853,8 @@ impl Session {
     }
 
     /// Writes an upstream message or receipt, or holds it while [`WINDOW`] of them wait for
-    /// the client's ACK (CCS stops sending to a client that stops acking, PROTOCOL.md §10).
+    /// the client's ACK (CCS stops sending to a client that stops acking,
+    /// [protocol: flow control](crate::protocol#flow-control)).
     fn deliver(&mut self, item: OutItem) {
         if self.delivered.len() >= WINDOW {
             self.held.push_back(item);

@@ -1351,13 +1351,16 @@ mod tests {
     const HDR: &str = "<stream:stream xmlns:stream='http://etherx.jabber.org/streams' \
                        xmlns='jabber:client'>";
 
-    /// PROTOCOL.md §3, server side, SASL refused.
+    /// The server's side of a refused SASL handshake
+    /// ([protocol: handshake](crate::protocol#handshake)).
     const HANDSHAKE_FAILURE: &str = r#"<?xml version='1.0'?>
 <stream:stream from="gcm.googleapis.com" id="3F2A9C0D11B7E845" version="1.0" xmlns:stream="http://etherx.jabber.org/streams" xmlns="jabber:client"><stream:features><mechanisms xmlns="urn:ietf:params:xml:ns:xmpp-sasl">
   <mechanism>X-OAUTH2</mechanism><mechanism>X-GOOGLE-TOKEN</mechanism>
   <mechanism>PLAIN</mechanism></mechanisms></stream:features><failure xmlns="urn:ietf:params:xml:ns:xmpp-sasl"><not-authorized/></failure></stream:stream>"#;
 
-    /// PROTOCOL.md §3 (SASL accepted, restart, bind, session) and §4 traffic.
+    /// The server's side of a handshake (SASL accepted, restart, bind, session,
+    /// see [protocol: handshake](crate::protocol#handshake)), then traffic as in
+    /// [protocol: reading stanzas](crate::protocol#reading-stanzas).
     const SESSION_STREAM: &str = concat!(
         r#"<?xml version='1.0'?><stream:stream from="gcm.googleapis.com" id="3F2A9C0D11B7E845" version="1.0" xmlns:stream="http://etherx.jabber.org/streams" xmlns="jabber:client">"#,
         r#"<stream:features><mechanisms xmlns="urn:ietf:params:xml:ns:xmpp-sasl"><mechanism>X-OAUTH2</mechanism><mechanism>X-GOOGLE-TOKEN</mechanism><mechanism>PLAIN</mechanism></mechanisms></stream:features>"#,
