@@ -7,7 +7,8 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 
 /// A CCS host and port. Presets cover the documented endpoints
-/// (PROTOCOL.md §1); [`Endpoint::new`] or [`str::parse`] take any other.
+/// ([protocol: endpoints](crate::protocol#endpoints)); [`Endpoint::new`] or
+/// [`str::parse`] take any other.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Endpoint {
     /// Host name (used for SNI and certificate verification) or IP literal.
@@ -158,8 +159,9 @@ impl Default for Timeouts {
     }
 }
 
-/// Keepalive policy (PROTOCOL.md §5), applied by the worker client and by
-/// [`Connection::keepalive_due`](crate::Connection).
+/// Keepalive policy ([protocol: keepalive](crate::protocol#keepalive)), applied
+/// by the worker client and by [`Connection::tick`](crate::Connection::tick),
+/// which [`Connection::recv_event`](crate::Connection::recv_event) calls while it waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Keepalive {

@@ -1,4 +1,6 @@
-//! Server-to-client events (PROTOCOL.md §7-§9, §12).
+//! Server-to-client events (protocol: [server messages](crate::protocol#server-messages),
+//! [NACK codes](crate::protocol#nack-codes),
+//! [stanza errors](crate::protocol#stanza-and-stream-errors), [acks](crate::protocol#acks)).
 //!
 //! [`Event::from_stanza`] turns a `<message>` stanza into an [`Event`];
 //! [`Event::from_json`] does the same for the JSON inside `<gcm>`.
@@ -31,7 +33,8 @@ const RECEIPT_PREFIX: &str = "dr2:";
 
 /// A NACK error code, typed, with unknown codes kept by name.
 ///
-/// What to do with each is in [`NackCode::retry_class`] and PROTOCOL.md §8.
+/// What to do with each is in [`NackCode::retry_class`] and
+/// [protocol: NACK codes](crate::protocol#nack-codes).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum NackCode {
@@ -109,7 +112,8 @@ impl NackCode {
         }
     }
 
-    /// How a message NACKed with this code may be retried (PROTOCOL.md §8).
+    /// How a message NACKed with this code may be retried
+    /// ([protocol: NACK codes](crate::protocol#nack-codes)).
     pub fn retry_class(&self) -> RetryClass {
         match self {
             NackCode::ServiceUnavailable | NackCode::InternalServerError | NackCode::Other(_) => {
@@ -141,7 +145,8 @@ impl fmt::Display for NackCode {
     }
 }
 
-/// How a NACKed message may be retried (PROTOCOL.md §8).
+/// How a NACKed message may be retried
+/// ([protocol: NACK codes](crate::protocol#nack-codes)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RetryClass {
@@ -359,7 +364,8 @@ pub enum Event {
     AckRefused(AckRefused),
 }
 
-/// Appends the one and only ack JSON this crate sends (PROTOCOL.md §9, §12):
+/// Appends the one and only ack JSON this crate sends (protocol:
+/// [stanza errors](crate::protocol#stanza-and-stream-errors), [acks](crate::protocol#acks)):
 /// exactly `{"to":"<to>","message_id":"<message_id>","message_type":"ack"}`,
 /// with JSON escaping.
 ///
@@ -555,7 +561,8 @@ impl Event {
     }
 
     /// True for a control `CONNECTION_DRAINING` or a nack with that code: stop
-    /// sending on this connection and open a new one (PROTOCOL.md §11).
+    /// sending on this connection and open a new one
+    /// ([protocol: draining](crate::protocol#draining)).
     pub fn is_connection_draining(&self) -> bool {
         match self {
             Event::Control(c) => c.kind == ControlKind::ConnectionDraining,

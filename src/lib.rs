@@ -84,6 +84,9 @@
 //! The crate follows Google's GCM/FCM XMPP documentation (the legacy XMPP API
 //! was shut down in 2024): RFC 6120 stream and SASL PLAIN, resource binding,
 //! XEP-0199 ping, CCS JSON payloads inside `<gcm xmlns="google:mobile:data">`.
+//! [`protocol`] sets out what the code relies on, section by section: endpoints,
+//! handshake, reading rules, keepalive, message fields, NACK codes and their
+//! retry classes, errors, flow control, draining, acks and encoding.
 //!
 //! # MSRV
 //!
@@ -105,6 +108,7 @@ pub mod message;
 #[cfg(test)]
 mod mock;
 mod ns;
+pub mod protocol;
 mod stream;
 mod threads;
 mod transport;

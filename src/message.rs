@@ -1,4 +1,6 @@
-//! Downstream messages: builder, validation and JSON (PROTOCOL.md §6, §13).
+//! Downstream messages: builder, validation and JSON (protocol:
+//! [downstream messages](crate::protocol#downstream-messages),
+//! [encoding](crate::protocol#encoding)).
 //!
 //! ```
 //! use fcm_xmpp::{Message, Notification, Priority};
@@ -260,7 +262,7 @@ pub struct Message {
 /// The middle part is fixed per process and derived from the clock, the
 /// process id and std's randomly keyed hasher, so ids from different runs do
 /// not collide in practice; the last part is an atomic counter. Never a bare
-/// timestamp (PROTOCOL.md §6).
+/// timestamp ([protocol: downstream messages](crate::protocol#downstream-messages)).
 pub fn next_message_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -507,7 +509,8 @@ impl Message {
 
     // ---- validation ----------------------------------------------------
 
-    /// Checks the message as CCS would (PROTOCOL.md §6).
+    /// Checks the message as CCS would
+    /// ([protocol: downstream messages](crate::protocol#downstream-messages)).
     ///
     /// # Errors
     ///

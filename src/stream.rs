@@ -450,7 +450,8 @@ pub(crate) fn handshake<S: Read + Write + SetTimeout>(
             return Err(Error::AuthFailed { condition });
         }
         Ok(el) => return Err(unexpected("<success/>", &el)),
-        // PROTOCOL.md §3: some servers just hang up after a bad <auth>.
+        // Some servers just hang up after a bad <auth> (see
+        // `fcm_xmpp::protocol`, section Handshake).
         Err(Error::Closed) | Err(Error::Xml(crate::XmlError::Truncated)) => {
             return Err(Error::AuthFailed {
                 condition: "connection-closed".into(),

@@ -629,7 +629,8 @@ fn sasl_failure_is_auth_failed() {
     );
     assert!(!err.is_retryable());
 
-    // A server that just hangs up after <auth> (PROTOCOL.md §3).
+    // A server that just hangs up after <auth> (see `fcm_xmpp::protocol`,
+    // section Handshake).
     let mut s = script::until_auth();
     s.push(Step::Close);
     let err = connect_err(s);

@@ -303,7 +303,8 @@ pub fn check_event(data: &[u8]) {
         !matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
     });
 
-    // The payload in the two wrappers CCS uses (PROTOCOL.md §4).
+    // The payload in the two wrappers CCS uses (see `fcm_xmpp::protocol`,
+    // section Reading stanzas).
     let gcm = Element::new("gcm", NS_GCM).with_text(json);
     let expected = parsed.clone().map(Some);
     for msg in [
@@ -325,7 +326,8 @@ pub fn check_event(data: &[u8]) {
         }
     }
 
-    // An error stanza echoing the payload (PROTOCOL.md §9).
+    // An error stanza echoing the payload (see `fcm_xmpp::protocol`, section
+    // Stanza and stream errors).
     let mut msg = Element::new("message", NS_CLIENT);
     let id = parts.next();
     if let Some(id) = id {

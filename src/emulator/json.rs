@@ -21,7 +21,7 @@ pub fn event_json(event: &Event) -> String {
 /// - receipt: `message_type`, `message_id`, `from`, `category`, `data`
 ///   with `message_status`, `original_message_id`,
 ///   `device_registration_id` and `message_sent_timestamp` (a string),
-///   then `time_to_live: 0`;
+///   then `time_to_live: 0` ([protocol](crate::protocol#server-messages));
 /// - control: `message_type`, `control_type`;
 /// - upstream: `from`, `category`, `message_id`, `data` (all strings),
 ///   `time_to_live`; no `message_type`;

@@ -1,7 +1,9 @@
 //! A local CCS server for tests, demos and users' own tests (cargo feature `emulator`).
 //!
 //! [`Emulator`] is a real server: a [`TcpListener`] wrapped with a native-tls acceptor, one
-//! thread per connection, speaking the CCS wire protocol (PROTOCOL.md §3-§14) and validating
+//! thread per connection, speaking the CCS wire protocol ([`crate::protocol`], from the
+//! [handshake](crate::protocol#handshake) on; what it reproduces is listed under
+//! [emulator fidelity](crate::protocol#emulator-fidelity)) and validating
 //! what clients send as CCS does. Tests script it while it runs (rejected tokens, transient
 //! NACKs, delayed ACKs, upstream injection, draining, abrupt drops, raw bytes) and read back a
 //! [`Ledger`] of everything it saw.
@@ -83,7 +85,8 @@ const KEY_PEM: &[u8] = include_bytes!("testdata/key.pem");
 /// pushes past this (ten times the CCS window) gets a `policy-violation` stream error.
 pub const MAX_DELAYED: usize = 1000;
 
-/// The CCS limit of pending downstream messages per connection (PROTOCOL.md §10).
+/// The CCS limit of pending downstream messages per connection
+/// ([protocol: flow control](crate::protocol#flow-control)).
 pub const WINDOW: usize = 100;
 
 /// Identifies one connection to the emulator (numbered from 1 in order of acceptance).

@@ -1,6 +1,7 @@
 //! Upstream messages and receipts on their way to the client: kept until the client ACKs them
 //! on the connection they were delivered on; released for redelivery when that connection
-//! ends un-acked (PROTOCOL.md §12). Lives inside the emulator's state mutex.
+//! ends un-acked ([protocol: acks](crate::protocol#acks)). Lives inside the emulator's state
+//! mutex.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;

@@ -1,4 +1,7 @@
-//! What the emulator writes on the wire, byte for byte as CCS did (PROTOCOL.md §3, §4, §7, §9),
+//! What the emulator writes on the wire, byte for byte as CCS did ([protocol](crate::protocol):
+//! [handshake](crate::protocol#handshake), [reading stanzas](crate::protocol#reading-stanzas),
+//! [server messages](crate::protocol#server-messages),
+//! [stanza errors](crate::protocol#stanza-and-stream-errors)),
 //! plus SASL PLAIN decoding and the random ids CCS hands out. Pure functions, no I/O. JSON
 //! payloads are the crate's own [`Event`] values written by `Event::write_json`.
 
@@ -91,7 +94,7 @@ impl PlainError {
 
 /// Decodes the text of `<auth mechanism="PLAIN">`. Any whitespace, including a line break or
 /// a trailing newline, is `incorrect-encoding`, as CCS answered a client whose base64 library
-/// wrapped lines (PROTOCOL.md §13).
+/// wrapped lines ([protocol: encoding](crate::protocol#encoding)).
 pub(crate) fn decode_plain(b64: &str) -> Result<Plain, PlainError> {
     if b64.is_empty() || b64.bytes().any(|b| b.is_ascii_whitespace()) {
         return Err(PlainError::IncorrectEncoding);
@@ -111,7 +114,8 @@ pub(crate) fn decode_plain(b64: &str) -> Result<Plain, PlainError> {
     }
 }
 
-/// The user domains CCS accepted after `SENDER@` (PROTOCOL.md §3).
+/// The user domains CCS accepted after `SENDER@`
+/// ([protocol: handshake](crate::protocol#handshake)).
 const USER_DOMAINS: [&str; 2] = ["gcm.googleapis.com", "fcm.googleapis.com"];
 
 fn is_sender_jid(s: &str, sender_id: &str) -> bool {
@@ -150,7 +154,8 @@ pub(crate) fn receipt_id(original_id: &str) -> String {
     format!("dr2:{original_id}")
 }
 
-/// The receipt CCS sends once a downstream message reached the device (PROTOCOL.md §7).
+/// The receipt CCS sends once a downstream message reached the device
+/// ([protocol: server messages](crate::protocol#server-messages)).
 pub(crate) fn receipt_event(original_id: &str, token: &str, category: &str, sent_ms: u64) -> Event {
     Event::Receipt(Receipt {
         message_id: receipt_id(original_id),
@@ -303,7 +308,8 @@ pub(crate) fn upstream_message(out: &mut String, sender_id: &str, json: &str) {
     out.push_str("</gcm></message>");
 }
 
-/// A stanza error as CCS sent it (PROTOCOL.md §9), built by [`StanzaError::to_stanza`]:
+/// A stanza error as CCS sent it ([protocol](crate::protocol#stanza-and-stream-errors)), built
+/// by [`StanzaError::to_stanza`]:
 /// `<message id=.. type="error" to=JID>[<gcm>echoed payload</gcm>]<error code=.. type="modify">
 /// <CONDITION xmlns=stanzas/>[<text>]</error></message>`.
 pub(crate) fn stanza_error(

@@ -244,7 +244,8 @@ impl Session {
     }
 
     /// Writes an upstream message or receipt, or holds it while [`WINDOW`] of them wait for
-    /// the client's ACK (CCS stops sending to a client that stops acking, PROTOCOL.md §10).
+    /// the client's ACK (CCS stops sending to a client that stops acking,
+    /// [protocol: flow control](crate::protocol#flow-control)).
     pub(super) fn deliver(&mut self, item: OutItem) {
         if self.delivered.len() >= WINDOW {
             self.held.push_back(item);

@@ -105,7 +105,8 @@ impl Session {
         } else if el.child("session", NS_SESSION).is_some() {
             self.with_xml(|x, _| wire::iq_result(x, id, None, None));
         } else if el.child("ping", NS_PING).is_some() {
-            // A client that sent `to=''` got no pong from CCS (PROTOCOL.md §5).
+            // A client that sent `to=''` got no pong from CCS (see
+            // `fcm_xmpp::protocol`, section Keepalive).
             if el.attr("to") != Some("") {
                 self.with_xml(|x, s| {
                     let to = Some(s.jid.as_str()).filter(|j| !j.is_empty());
