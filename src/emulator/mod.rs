@@ -283,6 +283,23 @@ pub struct EmulatorBuilder {
     max_stanza_size: usize,
     max_connections: usize,
     observer: Option<Sender<EmulatorEvent>>,
+    identity: Option<IdentityPem>,
+}
+
+/// A certificate chain and its private key, PEM; `Debug` leaves the key out.
+#[derive(Clone)]
+struct IdentityPem {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+}
+
+impl fmt::Debug for IdentityPem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdentityPem")
+            .field("cert", &format_args!("{} bytes", self.cert.len()))
+            .field("key", &format_args!("<redacted>"))
+            .finish()
+    }
 }
 
 impl Default for EmulatorBuilder {
@@ -299,6 +316,7 @@ impl Default for EmulatorBuilder {
             max_stanza_size: 64 * 1024,
             max_connections: 1000,
             observer: None,
+            identity: None,
         }
     }
 }
@@ -377,12 +395,39 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Serve this certificate (PEM: the server certificate, then any intermediates)
+    /// and its PKCS#8 private key (PEM, `-----BEGIN PRIVATE KEY-----`) instead of the
+    /// bundled test identity ([`Emulator::cert_pem`]). Clients must then trust the
+    /// issuer of `cert_pem`. The key never appears in `Debug` output.
+    pub fn identity_pem(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.identity = Some(IdentityPem {
+            cert: cert_pem.into(),
+            key: key_pem.into(),
+        });
+        self
+    }
+
     /// Binds the listener and starts accepting connections.
     ///
     /// # Errors
-    /// The bind error, or an `io::Error` if the TLS identity or a thread cannot be set up.
+    /// The bind error, or an `io::Error` of kind `InvalidInput` if the TLS identity
+    /// (the bundled one, or the one given to [`EmulatorBuilder::identity_pem`]) does
+    /// not load, or an `io::Error` if a thread cannot be set up.
     pub fn start(self) -> io::Result<Emulator> {
-        let identity = Identity::from_pkcs8(CERT_PEM, KEY_PEM).map_err(io::Error::other)?;
+        let identity = match &self.identity {
+            Some(id) => Identity::from_pkcs8(&id.cert, &id.key),
+            None => Identity::from_pkcs8(CERT_PEM, KEY_PEM),
+        }
+        .map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("tls certificate and key do not load: {e}"),
+            )
+        })?;
         let acceptor = TlsAcceptor::new(identity).map_err(io::Error::other)?;
         let listener = TcpListener::bind(self.bind)?;
         let addr = listener.local_addr()?;
@@ -773,6 +818,41 @@ mod tests {
         tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         tcp.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
         connector.connect(host, tcp).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn serves_a_user_supplied_identity() {
+        let cert = include_bytes!("../../tests/fixtures/other_name-cert.pem");
+        let key = include_bytes!("../../tests/fixtures/other_name-key.pem");
+        let builder = Emulator::builder().identity_pem(&cert[..], &key[..]);
+        let dbg = format!("{builder:?}");
+        assert!(
+            dbg.contains("<redacted>") && !dbg.contains("PRIVATE KEY"),
+            "{dbg}"
+        );
+        let emu = builder.start().unwrap();
+        // The bundled certificate no longer verifies: the server shows the other one.
+        assert!(tls_connect(&emu, "127.0.0.1").is_err());
+        let connector = native_tls::TlsConnector::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .unwrap();
+        let tcp = TcpStream::connect(emu.addr()).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let tls = connector.connect("127.0.0.1", tcp).unwrap();
+        let served = tls.peer_certificate().unwrap().unwrap().to_der().unwrap();
+        let want = native_tls::Certificate::from_pem(cert)
+            .unwrap()
+            .to_der()
+            .unwrap();
+        assert_eq!(served, want);
+
+        // A key that does not load is refused at start, as InvalidInput.
+        let e = Emulator::builder()
+            .identity_pem(&cert[..], &b"not a key"[..])
+            .start()
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
     }
 
     #[test]
