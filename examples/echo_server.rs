@@ -23,8 +23,8 @@
 //! exit 0 if every echo got its outcome, 3 if some were still pending.
 //! Upstream messages arriving after the N-th are left un-acked (CCS delivers
 //! them again later). Exit 1 on a fatal error (one-line reason on stderr),
-//! including `--max-connect-attempts N` failed attempts in a row before the
-//! first connection (default 0: keep trying).
+//! including `--max-connect-attempts N` failed connection attempts in a row
+//! (default 0: keep trying).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -44,8 +44,18 @@ const PROGRAM: Program = Program {
         (
             "echo",
             &[
-                Flag::value("max-upstream", "N", "", "exit after N distinct upstream messages (default: run until killed)"),
-                Flag::value("drain-timeout", "S", "5", "with --max-upstream: seconds to wait for the echoes' outcomes"),
+                Flag::value(
+                    "max-upstream",
+                    "N",
+                    "",
+                    "exit after N distinct upstream messages (default: run until killed)",
+                ),
+                Flag::value(
+                    "drain-timeout",
+                    "S",
+                    "5",
+                    "with --max-upstream: seconds to wait for the echoes' outcomes",
+                ),
             ],
         ),
         ("connection", common::CONNECTION_FLAGS),
@@ -55,7 +65,7 @@ const PROGRAM: Program = Program {
                 "max-connect-attempts",
                 "N",
                 "0",
-                "failed attempts in a row before the first connection that end the run; 0 = keep trying",
+                "failed connection attempts in a row that end the run; 0 = keep trying",
             )],
         ),
     ],
@@ -67,9 +77,15 @@ const PROGRAM: Program = Program {
         "  FCM_LOG         stderr log level: off, error, warn, info, debug, trace (default warn)"
     ),
     exits: &[
-        (0, "stopped after --max-upstream N with every echo's outcome in"),
+        (
+            0,
+            "stopped after --max-upstream N with every echo's outcome in",
+        ),
         (1, "fatal or usage error (one line on stderr)"),
-        (3, "stopped after --max-upstream N with echoes still pending after --drain-timeout"),
+        (
+            3,
+            "stopped after --max-upstream N with echoes still pending after --drain-timeout",
+        ),
     ],
 };
 
@@ -211,9 +227,9 @@ fn main() {
                 delay,
                 ..
             } => {
-                if !connected && max_attempts.is_some_and(|max| attempt >= max) {
+                if max_attempts.is_some_and(|max| attempt >= max) {
                     die(format!(
-                        "cannot connect to {endpoint} ({attempt} attempts): {error}"
+                        "cannot connect to {endpoint} ({attempt} attempts in a row failed): {error}"
                     ));
                 }
                 eprintln!(

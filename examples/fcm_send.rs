@@ -27,7 +27,7 @@
 //!
 //! Exit 0 when every message was acked, 2 when some were rejected or given up
 //! on, 1 on a fatal error (one-line reason on stderr), including
-//! `--max-connect-attempts` failed connection attempts before the first success.
+//! `--max-connect-attempts` failed connection attempts in a row (default 5).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -65,7 +65,7 @@ const PROGRAM: Program = Program {
                 "max-connect-attempts",
                 "N",
                 "5",
-                "failed attempts in a row before the first connection that end the run; 0 = keep trying",
+                "failed connection attempts in a row that end the run; 0 = keep trying",
             )],
         ),
     ],
@@ -331,9 +331,12 @@ fn main() {
                     ..
                 } => {
                     out.flush();
-                    if !connected && max_attempts.is_some_and(|max| attempt >= max) {
+                    if max_attempts.is_some_and(|max| attempt >= max) {
+                        if connected {
+                            summary(&mut out, acked, nacked, started.elapsed());
+                        }
                         die(format!(
-                            "cannot connect to {endpoint} ({attempt} attempts): {error}"
+                            "cannot connect to {endpoint} ({attempt} attempts in a row failed): {error}"
                         ));
                     }
                     eprintln!(
