@@ -1615,3 +1615,206 @@ fn ccs_emulator_serves_a_user_supplied_certificate() {
     terminate(&emu);
     assert_eq!(emu.wait(LIMIT).code, Some(0));
 }
+
+// ---------------------------------------------------------------------------------------------
+// The docs' shell snippets, run as written
+
+/// The ```sh blocks of a Markdown file, each with the ```text block right after it (the
+/// output it prints), if any.
+fn snippets(markdown: &str) -> Vec<(String, Option<String>)> {
+    let mut blocks: Vec<(String, String)> = Vec::new(); // (language, body)
+    let mut lines = markdown.lines();
+    while let Some(line) = lines.next() {
+        if let Some(lang) = line.strip_prefix("```") {
+            let body: Vec<&str> = lines
+                .by_ref()
+                .take_while(|l| !l.starts_with("```"))
+                .collect();
+            blocks.push((lang.trim().to_string(), body.join("\n")));
+        }
+    }
+    let mut out = Vec::new();
+    for (i, (lang, body)) in blocks.iter().enumerate() {
+        if lang == "sh" {
+            let expected = blocks
+                .get(i + 1)
+                .filter(|(l, _)| l == "text")
+                .map(|(_, b)| b.clone());
+            out.push((body.clone(), expected));
+        }
+    }
+    out
+}
+
+/// The snippet as the test runs it: the examples are already built (`cargo test` built
+/// them; cargo cannot run inside its own test run), so `cargo build --examples` lines go,
+/// `cargo run --example NAME ... [--]` and `target/debug/examples` point at the built
+/// programs, `cargo test` (this run) is left out; port 5235 becomes a free port and `/tmp/`
+/// a directory of this test.
+fn as_run(snippet: &str, examples: &str, port: u16, tmp: &str) -> String {
+    let mut out = String::new();
+    for line in snippet.lines() {
+        let cmd = line.split("  #").next().unwrap_or(line).trim_end();
+        if cmd.starts_with("cargo build") || cmd.starts_with("cargo test") {
+            continue;
+        }
+        let line = match cmd.strip_prefix("cargo run --example ") {
+            Some(rest) => {
+                let (name, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+                let rest = rest.trim_start_matches("--features emulator").trim_start();
+                let rest = rest.strip_prefix("--").unwrap_or(rest);
+                format!("target/debug/examples/{name}{rest}")
+            }
+            None => line.to_string(),
+        };
+        let line = line
+            .replace("target/debug/examples", examples)
+            .replace(":5235", &format!(":{port}"))
+            .replace("/tmp/", &format!("{tmp}/"));
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+/// `text` matches `pattern`, where `…` in the pattern stands for any text.
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('…').collect();
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if parts.len() == 1 {
+        return text == pattern;
+    }
+    if !text.starts_with(first) || !text[first.len()..].ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(at) => rest = &rest[at + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Runs one snippet with bash in its own process group (killed whole if it overruns).
+fn run_snippet(script: &str) -> Finished {
+    use std::os::unix::process::CommandExt;
+    let mut child = Command::new("bash")
+        .args(["-c", script])
+        .env_remove("FCM_LOG")
+        .env_remove("FCM_SERVER_KEY")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run bash");
+    let pid = child.id();
+    let (mut so, mut se) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let outs = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = so.read_to_string(&mut s);
+        s
+    });
+    let errs = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = se.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        match child.try_wait().expect("try_wait") {
+            Some(s) => break Some(s),
+            None if Instant::now() >= deadline => break None,
+            None => thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    // Whatever the snippet left behind goes with its group.
+    let _ = Command::new("kill")
+        .args(["-KILL", &format!("-{pid}")])
+        .status();
+    let _ = child.wait();
+    Finished {
+        name: "snippet".to_string(),
+        code: status.and_then(|s| s.code()),
+        stdout: outs.join().unwrap().lines().map(String::from).collect(),
+        stderr: errs.join().unwrap(),
+    }
+}
+
+#[test]
+fn the_readme_snippets_run_as_written() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let examples = example("fcm_send").parent().unwrap().display().to_string();
+    let mut ran = 0;
+    for file in ["README.md", "examples/README.md"] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        for (i, (snippet, expected)) in snippets(&text).into_iter().enumerate() {
+            let tmp = TempDir::new(&format!("snippet-{i}"));
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let script = as_run(&snippet, &examples, port, tmp.path());
+            let out = run_snippet(&script);
+            let context = format!("{file} snippet {i}:\n{script}\n{out}");
+            assert_eq!(out.code, Some(0), "{context}");
+            assert!(
+                !out.stderr.contains("command not found") && !out.stderr.contains("No such file"),
+                "{context}"
+            );
+            if let Some(expected) = expected {
+                let want: Vec<&str> = expected.lines().collect();
+                let mut unused: Vec<&str> = out.stdout.iter().map(String::as_str).collect();
+                for w in &want {
+                    let w = w.replace(":5235", &format!(":{port}"));
+                    let at = unused.iter().position(|line| glob_match(&w, line));
+                    let at = at.unwrap_or_else(|| panic!("no output line like {w:?}\n{context}"));
+                    unused.remove(at);
+                }
+                assert!(
+                    unused.is_empty(),
+                    "lines the docs do not show: {unused:?}\n{context}"
+                );
+            }
+            ran += 1;
+        }
+    }
+    // The opening block of README.md, the whole loop, and examples/README.md's recipe.
+    assert_eq!(ran, 3);
+}
+
+/// A directory in the temp directory, removed with its contents on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let f = TempFile::reserve(tag);
+        let path = f.0.clone();
+        drop(f);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().expect("utf-8 temp path")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn glob_match_is_strict_outside_the_ellipsis() {
+    assert!(glob_match("a…c", "abbbc"));
+    assert!(glob_match("{\"x\":…,\"y\":…}", "{\"x\":1,\"y\":2}"));
+    assert!(!glob_match("a…c", "abbb"));
+    assert!(!glob_match("abc", "abcd"));
+    assert!(glob_match("…", ""));
+}
