@@ -108,11 +108,11 @@ fn key_value(flag: &str, kv: &str) -> Result<(String, String), String> {
     }
 }
 
-/// One stdin line as an upstream message: `(from, category, data)`.
-fn upstream_line(
-    line: &str,
-    default_category: &str,
-) -> Result<(String, String, Vec<(String, String)>), String> {
+/// An upstream message to inject: `(from, category, data)`.
+type Upstream = (String, String, Vec<(String, String)>);
+
+/// One stdin line as an upstream message.
+fn upstream_line(line: &str, default_category: &str) -> Result<Upstream, String> {
     let Ok(Value::Object(o)) = json::from_str::<Value>(line) else {
         return Err("not a JSON object".to_string());
     };

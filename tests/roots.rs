@@ -40,13 +40,9 @@ fn a_bad_root_is_refused_before_connecting() {
     ] {
         let cfg = config(&emu, bad);
         assert!(is_roots_error(&cfg.validate().unwrap_err()));
-        let e = Connection::connect(&cfg)
-            .err()
-            .expect("connect must refuse");
+        let e = Connection::connect(&cfg).expect_err("connect must refuse");
         assert!(is_roots_error(&e), "{e}");
-        let e = Client::start(ClientConfig::new(cfg))
-            .err()
-            .expect("start must refuse");
+        let e = Client::start(ClientConfig::new(cfg)).expect_err("start must refuse");
         assert!(is_roots_error(&e), "{e}");
     }
     // Nothing reached the server.
@@ -62,8 +58,6 @@ fn a_bundle_adds_every_certificate() {
     let conn = Connection::connect(&config(&emu, &bundle)).expect("connect with the bundle");
     conn.close().unwrap();
     // The other certificate alone does not make the emulator trusted.
-    let e = Connection::connect(&config(&emu, OTHER))
-        .err()
-        .expect("untrusted");
+    let e = Connection::connect(&config(&emu, OTHER)).expect_err("untrusted");
     assert!(matches!(e, Error::Tls(_)), "{e}");
 }
