@@ -87,12 +87,18 @@ impl Program {
         let mut out = String::new();
         let _ = writeln!(out, "{} - {}\n", self.name, self.about);
         let _ = writeln!(out, "usage: {} {}", self.name, self.usage);
-        let groups = self.groups.iter().chain(std::iter::once(&("", HELP_FLAGS)));
+        let groups = self
+            .groups
+            .iter()
+            .chain(std::iter::once(&("\n", HELP_FLAGS)));
+        // A group without a heading continues the one before; the help flag stands alone.
         for (heading, flags) in groups {
-            if heading.is_empty() {
-                out.push('\n');
-            } else {
-                let _ = writeln!(out, "\n{heading}:");
+            match *heading {
+                "" => {}
+                "\n" => out.push('\n'),
+                h => {
+                    let _ = writeln!(out, "\n{h}:");
+                }
             }
             for f in flags.iter() {
                 let mut left = format!("--{}", f.name);
