@@ -314,6 +314,23 @@ pub struct EmulatorBuilder {
     max_connections: usize,
     observer: Option<Sender<EmulatorEvent>>,
     record_client_bytes: usize,
+    identity: Option<IdentityPem>,
+}
+
+/// A certificate chain and its private key, PEM; `Debug` leaves the key out.
+#[derive(Clone)]
+struct IdentityPem {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+}
+
+impl fmt::Debug for IdentityPem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdentityPem")
+            .field("cert", &format_args!("{} bytes", self.cert.len()))
+            .field("key", &format_args!("<redacted>"))
+            .finish()
+    }
 }
 
 impl Default for EmulatorBuilder {
@@ -331,6 +348,7 @@ impl Default for EmulatorBuilder {
             max_connections: 1000,
             observer: None,
             record_client_bytes: 0,
+            identity: None,
         }
     }
 }
@@ -419,12 +437,39 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Serve this certificate (PEM: the server certificate, then any intermediates)
+    /// and its PKCS#8 private key (PEM, `-----BEGIN PRIVATE KEY-----`) instead of the
+    /// bundled test identity ([`Emulator::cert_pem`]). Clients must then trust the
+    /// issuer of `cert_pem`. The key never appears in `Debug` output.
+    pub fn identity_pem(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.identity = Some(IdentityPem {
+            cert: cert_pem.into(),
+            key: key_pem.into(),
+        });
+        self
+    }
+
     /// Binds the listener and starts accepting connections.
     ///
     /// # Errors
-    /// The bind error, or an `io::Error` if the TLS identity or a thread cannot be set up.
+    /// The bind error, or an `io::Error` of kind `InvalidInput` if the TLS identity
+    /// (the bundled one, or the one given to [`EmulatorBuilder::identity_pem`]) does
+    /// not load, or an `io::Error` if a thread cannot be set up.
     pub fn start(self) -> io::Result<Emulator> {
-        let identity = Identity::from_pkcs8(CERT_PEM, KEY_PEM).map_err(io::Error::other)?;
+        let identity = match &self.identity {
+            Some(id) => Identity::from_pkcs8(&id.cert, &id.key),
+            None => Identity::from_pkcs8(CERT_PEM, KEY_PEM),
+        }
+        .map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("tls certificate and key do not load: {e}"),
+            )
+        })?;
         let acceptor = TlsAcceptor::new(identity).map_err(io::Error::other)?;
         let listener = TcpListener::bind(self.bind)?;
         let addr = listener.local_addr()?;

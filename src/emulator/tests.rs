@@ -160,3 +160,38 @@ fn waiting_upstream_spread_over_sessions() {
     assert_eq!(got(&st, 1), ["u0", "u2"]);
     assert_eq!(got(&st, 2), ["u1"]);
 }
+
+#[test]
+fn serves_a_user_supplied_identity() {
+    let cert = include_bytes!("../../tests/fixtures/other_name-cert.pem");
+    let key = include_bytes!("../../tests/fixtures/other_name-key.pem");
+    let builder = Emulator::builder().identity_pem(&cert[..], &key[..]);
+    let dbg = format!("{builder:?}");
+    assert!(
+        dbg.contains("<redacted>") && !dbg.contains("PRIVATE KEY"),
+        "{dbg}"
+    );
+    let emu = builder.start().unwrap();
+    // The bundled certificate no longer verifies: the server shows the other one.
+    assert!(tls_connect(&emu, "127.0.0.1").is_err());
+    let connector = native_tls::TlsConnector::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let tcp = TcpStream::connect(emu.addr()).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let tls = connector.connect("127.0.0.1", tcp).unwrap();
+    let served = tls.peer_certificate().unwrap().unwrap().to_der().unwrap();
+    let want = native_tls::Certificate::from_pem(cert)
+        .unwrap()
+        .to_der()
+        .unwrap();
+    assert_eq!(served, want);
+
+    // A key that does not load is refused at start, as InvalidInput.
+    let e = Emulator::builder()
+        .identity_pem(&cert[..], &b"not a key"[..])
+        .start()
+        .unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+}
