@@ -544,6 +544,12 @@ impl<S: Read + Write + SetTimeout> Connection<S> {
         Ok(events)
     }
 
+    /// Lowers the time [`close`](Self::close) waits for the server to at
+    /// most `timeout` (the worker's shutdown deadline).
+    pub(crate) fn limit_close_timeout(&mut self, timeout: Duration) {
+        self.close_timeout = Some(self.close_timeout.map_or(timeout, |t| t.min(timeout)));
+    }
+
     /// The underlying stream.
     pub fn get_ref(&self) -> &S {
         &self.io.stream

@@ -52,6 +52,9 @@ pub enum Error {
     WindowFull,
     /// The connection is closed (by the server, by a drop, or by `close`).
     Closed,
+    /// A worker thread of the [`Client`](crate::client::Client) panicked (a
+    /// bug in this crate). The client stopped; its messages were returned.
+    WorkerPanicked,
 }
 
 /// Which blocking step timed out.
@@ -311,9 +314,10 @@ impl Error {
             | Error::WindowFull
             | Error::Closed => true,
             Error::Tls(t) => matches!(t.kind, TlsErrorKind::Other),
-            Error::AuthFailed { .. } | Error::InvalidMessage(_) | Error::InvalidConfig { .. } => {
-                false
-            }
+            Error::AuthFailed { .. }
+            | Error::InvalidMessage(_)
+            | Error::InvalidConfig { .. }
+            | Error::WorkerPanicked => false,
         }
     }
 }
@@ -340,6 +344,9 @@ impl fmt::Display for Error {
             }
             Error::WindowFull => f.write_str("pending window is full: read acks before sending"),
             Error::Closed => f.write_str("connection closed"),
+            Error::WorkerPanicked => f.write_str(
+                "internal error: a worker thread panicked (a bug in fcm-xmpp; please report it)",
+            ),
         }
     }
 }
