@@ -109,7 +109,10 @@ mod tests {
         // The first retry of the default backoff: never before 1 s.
         for r in [0, 1, u64::MAX / 2, u64::MAX] {
             let d = b.delay_with(1, r);
-            assert!(d >= Duration::from_secs(1) && d <= Duration::from_millis(1500), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(1) && d <= Duration::from_millis(1500),
+                "{d:?}"
+            );
         }
     }
 

@@ -37,8 +37,7 @@ use std::time::{Duration, Instant};
 
 use super::policy::{self, LossDecision, NackDecision, Policy, SlotDecision};
 use super::{
-    AckHandle, AckMode, ClientConfig, ClientEvent, Metrics, Rejection, ReturnReason,
-    SendErrorKind,
+    AckHandle, AckMode, ClientConfig, ClientEvent, Metrics, Rejection, ReturnReason, SendErrorKind,
 };
 use crate::error::{Error, InvalidMessage};
 use crate::event::{Ack, Event, Nack, NackCode, StanzaError};
@@ -723,7 +722,10 @@ impl Engine {
     /// The ids in flight on `conn`, in the order written.
     pub fn in_flight_ids(&self, conn: ConnId) -> Vec<String> {
         self.conns.get(&conn).map_or_else(Vec::new, |c| {
-            c.window.iter().map(|e| e.message.id().to_string()).collect()
+            c.window
+                .iter()
+                .map(|e| e.message.id().to_string())
+                .collect()
         })
     }
 
@@ -831,7 +833,8 @@ impl Engine {
             Some(e) => self.rejected(e, Rejection::StanzaError(err)),
             None => {
                 log::warn!("stanza error for no pending message: {err:?}");
-                self.events.push(ClientEvent::Other(Event::StanzaError(err)));
+                self.events
+                    .push(ClientEvent::Other(Event::StanzaError(err)));
             }
         }
     }

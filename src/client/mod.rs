@@ -719,7 +719,9 @@ impl Inner {
             }
         }
         if !all_ended {
-            log::warn!("shutdown: worker threads still busy at the deadline; left to end on their own");
+            log::warn!(
+                "shutdown: worker threads still busy at the deadline; left to end on their own"
+            );
         }
         let mut events = Vec::new();
         let left = {

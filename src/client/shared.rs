@@ -191,7 +191,9 @@ impl Shared {
     ) -> MutexGuard<'a, Engine> {
         // Re-check at least once a second whatever happens.
         let cap = Duration::from_secs(1);
-        let wait = until.map_or(cap, |u| u.saturating_duration_since(Instant::now()).min(cap));
+        let wait = until.map_or(cap, |u| {
+            u.saturating_duration_since(Instant::now()).min(cap)
+        });
         if wait.is_zero() {
             return eng;
         }

@@ -200,9 +200,9 @@ fn drive(
             if shared.backlogged() {
                 thread::sleep(poll);
             } else {
-                let wait = step
-                    .wake
-                    .map_or(poll, |w| w.saturating_duration_since(Instant::now()).min(poll));
+                let wait = step.wake.map_or(poll, |w| {
+                    w.saturating_duration_since(Instant::now()).min(poll)
+                });
                 let mut next = link.recv_event(wait);
                 loop {
                     match next {
