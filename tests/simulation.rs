@@ -1020,3 +1020,310 @@ fn seeded_fault_schedules() {
     );
     assert_eq!(violations, 0, "see the seeds above");
 }
+
+// ----- the defects the engine fixes, each pinned on its own -----
+
+fn engine(cfg: ClientConfig) -> (Engine, Instant) {
+    let t0 = Instant::now();
+    (Engine::new(&cfg, 7, t0), t0)
+}
+
+fn config(max_pending: usize) -> ClientConfig {
+    ClientConfig::new(Config::new("123456789012", "k").max_pending(max_pending))
+}
+
+/// Connects slot 0 at `now` and returns the connection.
+fn up(e: &mut Engine, now: Instant) -> ConnId {
+    assert!(matches!(e.slot_step(0, now), SlotStep::Connect { .. }));
+    e.connected(0, "s@gcm.googleapis.com/r", now)
+}
+
+fn written(e: &mut Engine, conn: ConnId, now: Instant) -> Vec<String> {
+    let step = e.conn_step(conn, now);
+    e.outgoing(conn)
+        .map(|m| m.id().to_string())
+        .collect::<Vec<_>>()[..step.send]
+        .to_vec()
+}
+
+fn msg(id: &str) -> Message {
+    Message::to("device").message_id(id)
+}
+
+fn outcomes(e: &mut Engine) -> Vec<(String, String)> {
+    let mut evs = Vec::new();
+    e.take_events(&mut evs);
+    evs.into_iter()
+        .filter_map(|ev| match ev {
+            ClientEvent::Delivered { message, .. } => {
+                Some((message.id().to_string(), "delivered".into()))
+            }
+            ClientEvent::Rejected { message, reason } => {
+                Some((message.id().to_string(), format!("rejected:{reason}")))
+            }
+            ClientEvent::Returned { message, reason } => {
+                Some((message.id().to_string(), format!("returned:{reason}")))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn drain_nacks_are_resent_in_their_original_order() {
+    let (mut e, t0) = engine(config(100));
+    let c1 = up(&mut e, t0);
+    for i in 0..5 {
+        e.accept(msg(&format!("m-{i}"))).unwrap();
+    }
+    assert_eq!(written(&mut e, c1, t0), ["m-0", "m-1", "m-2", "m-3", "m-4"]);
+    for i in 0..5 {
+        e.on_event(
+            c1,
+            nack(&format!("m-{i}"), NackCode::ConnectionDraining),
+            t0,
+        );
+    }
+    assert!(e.is_draining(c1));
+    assert!(
+        written(&mut e, c1, t0).is_empty(),
+        "nothing new on a draining connection"
+    );
+    let c2 = up(&mut e, t0);
+    assert_eq!(written(&mut e, c2, t0), ["m-0", "m-1", "m-2", "m-3", "m-4"]);
+}
+
+#[test]
+fn service_unavailable_is_retried_no_sooner_than_one_second() {
+    let (mut e, t0) = engine(config(100));
+    let c = up(&mut e, t0);
+    e.accept(msg("m")).unwrap();
+    assert_eq!(written(&mut e, c, t0), ["m"]);
+    e.on_event(c, nack("m", NackCode::ServiceUnavailable), t0);
+    let step = e.conn_step(c, t0);
+    assert_eq!(step.send, 0);
+    let wake = step.wake.expect("a retry timer");
+    assert!(wake >= t0 + Duration::from_secs(1), "{:?}", wake - t0);
+    assert!(written(&mut e, c, t0 + Duration::from_millis(999)).is_empty());
+    assert_eq!(written(&mut e, c, wake), ["m"]);
+}
+
+#[test]
+fn throttled_retries_count_against_the_queue_capacity() {
+    let (mut e, t0) = engine(config(100).queue_capacity(10));
+    let c = up(&mut e, t0);
+    for i in 0..10 {
+        e.accept(msg(&format!("m{i}"))).unwrap();
+    }
+    assert_eq!(written(&mut e, c, t0).len(), 10);
+    // Ten more fit while those are in flight.
+    for i in 10..20 {
+        e.accept(msg(&format!("m{i}"))).unwrap();
+    }
+    assert_eq!(written(&mut e, c, t0).len(), 10);
+    for i in 0..20 {
+        e.on_event(c, nack(&format!("m{i}"), NackCode::ServiceUnavailable), t0);
+    }
+    // Twenty scheduled retries: no room until they leave.
+    assert!(e.accept(msg("more")).is_err());
+    assert_eq!(e.owned(), 20);
+}
+
+#[test]
+fn a_poison_message_is_returned_and_the_others_delivered() {
+    let (mut e, mut now) = engine(config(100).stable_after(Duration::from_secs(10)));
+    for i in 0..20 {
+        let id = if i == 5 {
+            "poison".to_string()
+        } else {
+            format!("m{i}")
+        };
+        e.accept(msg(&id)).unwrap();
+    }
+    let mut poison_writes = 0;
+    for _ in 0..200 {
+        if let SlotStep::Connect { .. } = e.slot_step(0, now) {
+            let c = e.connected(0, "j", now);
+            let ids = written(&mut e, c, now);
+            if ids.iter().any(|i| i == "poison") {
+                poison_writes += 1;
+                // Everything before it got its ack; then the server kills the stream.
+                for id in ids.iter().take_while(|i| *i != "poison") {
+                    e.on_event(c, ack(id), now);
+                }
+                e.lost(
+                    c,
+                    Error::StreamError {
+                        condition: "invalid-xml".into(),
+                        text: None,
+                    },
+                    now,
+                );
+            } else {
+                for id in &ids {
+                    e.on_event(c, ack(id), now);
+                }
+                if e.owned() == 0 {
+                    break;
+                }
+                // Keep driving the same connection until it is idle.
+                loop {
+                    let more = written(&mut e, c, now);
+                    if more.is_empty() {
+                        break;
+                    }
+                    if more.iter().any(|i| i == "poison") {
+                        poison_writes += 1;
+                        e.lost(
+                            c,
+                            Error::StreamError {
+                                condition: "invalid-xml".into(),
+                                text: None,
+                            },
+                            now,
+                        );
+                        break;
+                    }
+                    for id in &more {
+                        e.on_event(c, ack(id), now);
+                    }
+                }
+                if e.owned() == 0 {
+                    break;
+                }
+            }
+        }
+        now += Duration::from_millis(500);
+    }
+    let got = outcomes(&mut e);
+    assert_eq!(got.len(), 20, "{got:?}");
+    for (id, what) in &got {
+        if id == "poison" {
+            assert_eq!(what, "returned:in flight on 4 lost connections");
+        } else {
+            assert_eq!(what, "delivered", "{id}");
+        }
+    }
+    assert_eq!(poison_writes, 4);
+}
+
+#[test]
+fn a_short_lived_connection_counts_as_a_failed_attempt() {
+    let cfg = config(100)
+        .reconnect_backoff(Backoff::new(
+            Duration::from_secs(2),
+            Duration::from_secs(60),
+        ))
+        .stable_after(Duration::from_secs(10));
+    let (mut e, t0) = engine(cfg);
+    let c = up(&mut e, t0);
+    e.lost(c, Error::Closed, t0 + Duration::from_millis(100));
+    // However much the application sends meanwhile, no attempt before 2 s.
+    for i in 0..100 {
+        let t = t0 + Duration::from_millis(100 + i * 19);
+        let _ = e.accept(msg(&format!("m{i}")));
+        assert!(
+            matches!(e.slot_step(0, t), SlotStep::Wait(Some(_))),
+            "attempt at {i}"
+        );
+    }
+    // The nominal 2 s plus at most half of it in jitter.
+    assert!(matches!(
+        e.slot_step(0, t0 + Duration::from_millis(2099)),
+        SlotStep::Wait(_)
+    ));
+    let t = t0 + Duration::from_millis(3101);
+    assert!(matches!(e.slot_step(0, t), SlotStep::Connect { .. }));
+    // A healthy connection is replaced at once.
+    let c = e.connected(0, "j", t);
+    e.lost(c, Error::Closed, t + Duration::from_secs(11));
+    assert!(matches!(
+        e.slot_step(0, t + Duration::from_secs(11)),
+        SlotStep::Connect { .. }
+    ));
+}
+
+#[test]
+fn a_rate_limited_nack_at_close_is_final() {
+    let (mut e, t0) = engine(config(100));
+    let c = up(&mut e, t0);
+    e.accept(msg("m")).unwrap();
+    assert_eq!(written(&mut e, c, t0), ["m"]);
+    e.shutdown(t0 + Duration::from_secs(1));
+    let step = e.conn_step(c, t0 + Duration::from_secs(1));
+    assert!(step.close);
+    e.closed(
+        c,
+        vec![nack("m", NackCode::DeviceMessageRateExceeded)],
+        t0 + Duration::from_secs(1),
+    );
+    assert_eq!(
+        outcomes(&mut e),
+        [(
+            "m".to_string(),
+            "rejected:DEVICE_MESSAGE_RATE_EXCEEDED".to_string()
+        )]
+    );
+    assert!(e.finish().is_empty());
+}
+
+#[test]
+fn nothing_is_written_after_the_shutdown_deadline() {
+    let (mut e, t0) = engine(config(2));
+    let c = up(&mut e, t0);
+    for i in 0..5 {
+        e.accept(msg(&format!("m{i}"))).unwrap();
+    }
+    assert_eq!(written(&mut e, c, t0), ["m0", "m1"]);
+    let deadline = t0 + Duration::from_secs(1);
+    e.shutdown(deadline);
+    assert!(e.accept(msg("late")).is_err());
+    e.on_event(c, ack("m0"), t0);
+    assert_eq!(
+        written(&mut e, c, t0),
+        ["m2"],
+        "before the deadline it keeps sending"
+    );
+    e.on_event(c, ack("m1"), deadline);
+    let step = e.conn_step(c, deadline);
+    assert!(step.close && step.send == 0);
+    e.closed(c, Vec::new(), deadline);
+    assert!(matches!(e.slot_step(0, deadline), SlotStep::Stop));
+    let left: Vec<String> = e.finish().iter().map(|m| m.id().to_string()).collect();
+    assert_eq!(left, ["m2", "m3", "m4"]);
+}
+
+#[test]
+fn bad_ack_never_settles_a_downstream_message() {
+    let (mut e, t0) = engine(config(100));
+    let c = up(&mut e, t0);
+    e.accept(msg("u-1")).unwrap();
+    assert_eq!(written(&mut e, c, t0), ["u-1"]);
+    e.on_event(c, nack("u-1", NackCode::BadAck), t0);
+    assert_eq!(e.in_flight(c), 1);
+    assert!(outcomes(&mut e).is_empty());
+}
+
+#[test]
+fn huge_durations_saturate() {
+    let cfg = config(100)
+        .drain_timeout(Duration::MAX)
+        .retry_backoff(Backoff::new(Duration::MAX, Duration::MAX))
+        .rate_limited_retry(Some(Duration::MAX));
+    let (mut e, t0) = engine(cfg);
+    let c = up(&mut e, t0);
+    e.accept(msg("m")).unwrap();
+    written(&mut e, c, t0);
+    e.on_event(c, nack("m", NackCode::ServiceUnavailable), t0);
+    e.on_event(c, draining_control(), t0);
+    let step = e.conn_step(c, t0);
+    assert!(!step.close);
+    // The retry and the drain timer are "never", not a panic.
+    assert!(step
+        .wake
+        .is_some_and(|w| w > t0 + Duration::from_secs(86_400 * 365)));
+}
+
+fn draining_control() -> Event {
+    Event::Control(control_draining())
+}
