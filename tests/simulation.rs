@@ -456,10 +456,7 @@ impl Sim {
                 c.close_at = Some(now + Duration::from_millis(500 + id % 3000));
             }
             // Deliver what is due, in order.
-            loop {
-                let Some(c) = self.conns.get_mut(&id) else {
-                    break;
-                };
+            while let Some(c) = self.conns.get_mut(&id) {
                 if !c.to_client.front().is_some_and(|(t, _)| *t <= now) {
                     break;
                 }
@@ -691,7 +688,7 @@ impl Sim {
                         let t = now + self.rng.ms(5, 100);
                         (
                             deadline.map_or(t, |d| d.min(t)),
-                            deadline.is_none_or(|d| t < d),
+                            deadline.map_or(true, |d| t < d),
                         )
                     };
                     self.connecting.insert(slot, (at, ok, now));

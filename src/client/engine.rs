@@ -312,6 +312,7 @@ impl Engine {
     ///
     /// # Errors
     /// The message back with [`SendErrorKind::Full`] or [`SendErrorKind::Closed`].
+    #[allow(clippy::result_large_err)] // hands the message back without an allocation
     pub fn accept(&mut self, message: Message) -> Result<(), (Message, SendErrorKind)> {
         if !self.accepting {
             return Err((message, SendErrorKind::Closed));
@@ -927,8 +928,11 @@ impl Engine {
         let jitter = self.jitter();
         let lifetime = now.saturating_duration_since(c.up_at);
         let mut reconnect = None;
+        let stopped = self.fatal.is_some() || self.finished;
         if let Some(s) = self.slots.get_mut(c.slot) {
-            if s.state == SlotState::Up(conn) {
+            if s.state == SlotState::Up(conn) && stopped {
+                s.state = SlotState::Stopped;
+            } else if s.state == SlotState::Up(conn) {
                 match policy::on_connection_end(&self.policy, lifetime, s.failures, jitter) {
                     SlotDecision::Reconnect { delay, failures } => {
                         s.failures = failures;
@@ -975,9 +979,14 @@ impl Engine {
             return;
         };
         let resent = self.settle_window(c.window, false);
+        let stopped = self.fatal.is_some() || self.finished;
         if let Some(s) = self.slots.get_mut(c.slot) {
             if s.state == SlotState::Up(conn) {
-                s.state = SlotState::Waiting(now);
+                s.state = if stopped {
+                    SlotState::Stopped
+                } else {
+                    SlotState::Waiting(now)
+                };
             }
         }
         if resent > 0 || c.draining_since.is_some() {

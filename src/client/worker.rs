@@ -138,9 +138,10 @@ fn drive(
         // 1. Ask the engine what to write, and buffer it.
         let now = Instant::now();
         let mut failed: Option<Error> = None;
+        let acked = flushed_ticket > 0;
         let step = {
             let mut eng = shared.engine();
-            if flushed_ticket > 0 {
+            if acked {
                 eng.acks_flushed(id, flushed_ticket);
                 flushed_ticket = 0;
             }
@@ -167,6 +168,10 @@ fn drive(
         shared.emit(&mut events);
         if step.send > 0 {
             shared.notify_space();
+        }
+        if acked {
+            // `Client::ack` waits for this.
+            shared.notify_changed();
         }
         if step.close {
             let left = shared.engine().deadline_left(Instant::now());
@@ -224,9 +229,10 @@ fn drive(
 
         // 3. Hand it to the engine.
         let now = Instant::now();
+        let acked = flushed_ticket > 0;
         let draining = {
             let mut eng = shared.engine();
-            if flushed_ticket > 0 {
+            if acked {
                 eng.acks_flushed(id, flushed_ticket);
                 flushed_ticket = 0;
             }
@@ -245,7 +251,7 @@ fn drive(
             eng.take_events(&mut events);
             eng.is_draining(id)
         };
-        if !events.is_empty() {
+        if !events.is_empty() || acked {
             shared.emit(&mut events);
             shared.notify_space();
             shared.notify_changed();

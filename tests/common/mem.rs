@@ -252,11 +252,8 @@ impl Link for MemLink {
                 Answer::Silent => {}
                 Answer::Kill => kill = true,
             }
-            inbox.unanswered = inbox
-                .events
-                .iter()
-                .filter(|(_, e)| e.settled_message_id().is_some())
-                .count();
+            // Written and not answered yet, as the client sees it.
+            inbox.unanswered += 1;
             st.max_unanswered = st.max_unanswered.max(inbox.unanswered);
         }
         drop(st);
@@ -274,6 +271,9 @@ impl Link for MemLink {
             if let Some((at, _)) = inbox.events.front() {
                 if *at <= now {
                     let (_, ev) = inbox.events.pop_front().unwrap();
+                    if ev.settled_message_id().is_some() {
+                        inbox.unanswered = inbox.unanswered.saturating_sub(1);
+                    }
                     return Ok(Some(ev));
                 }
             } else if inbox.dead {
@@ -282,7 +282,10 @@ impl Link for MemLink {
             if now >= until {
                 return Ok(None);
             }
-            let wake = inbox.events.front().map_or(until, |(at, _)| (*at).min(until));
+            let wake = inbox
+                .events
+                .front()
+                .map_or(until, |(at, _)| (*at).min(until));
             inbox = self
                 .conn
                 .ready
