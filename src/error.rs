@@ -56,6 +56,9 @@ pub enum Error {
     /// no new downstream messages. Nothing was sent; send on a new connection,
     /// and keep reading (and acking on) this one until the server closes it.
     Draining,
+    /// A worker thread of the [`Client`](crate::client::Client) panicked (a
+    /// bug in this crate). The client stopped; its messages were returned.
+    WorkerPanicked,
 }
 
 /// Which blocking step timed out.
@@ -316,9 +319,10 @@ impl Error {
             | Error::Closed
             | Error::Draining => true,
             Error::Tls(t) => matches!(t.kind, TlsErrorKind::Other),
-            Error::AuthFailed { .. } | Error::InvalidMessage(_) | Error::InvalidConfig { .. } => {
-                false
-            }
+            Error::AuthFailed { .. }
+            | Error::InvalidMessage(_)
+            | Error::InvalidConfig { .. }
+            | Error::WorkerPanicked => false,
         }
     }
 }
@@ -348,6 +352,9 @@ impl fmt::Display for Error {
             Error::Draining => {
                 f.write_str("connection draining: send new messages on a new connection")
             }
+            Error::WorkerPanicked => f.write_str(
+                "internal error: a worker thread panicked (a bug in fcm-xmpp; please report it)",
+            ),
         }
     }
 }

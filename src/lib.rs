@@ -111,6 +111,7 @@ mod ns;
 pub mod protocol;
 mod stream;
 mod threads;
+mod time;
 mod transport;
 mod wire;
 pub mod xml;

@@ -410,7 +410,10 @@ pub(crate) fn handshake<S: Read + Write + SetTimeout>(
     config: &Config,
 ) -> Result<(String, Vec<Element>)> {
     let mut early = Vec::new();
-    let deadline = config.timeouts.handshake.map(|t| Instant::now() + t);
+    let deadline = config
+        .timeouts
+        .handshake
+        .map(|t| crate::time::later(Instant::now(), t));
     io.stream.set_write_timeout(config.timeouts.handshake)?;
 
     // 1. Stream header and SASL features.

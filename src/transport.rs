@@ -212,7 +212,10 @@ fn classify_tls(e: native_tls::Error) -> Error {
 pub(crate) fn connect_tls(config: &Config) -> Result<(TlsStream<TcpStream>, Option<Instant>)> {
     let connector = tls_connector(config)?;
     let tcp = connect_tcp(config)?;
-    let deadline = config.timeouts.handshake.map(|t| Instant::now() + t);
+    let deadline = config
+        .timeouts
+        .handshake
+        .map(|t| crate::time::later(Instant::now(), t));
     tcp.set_nonblocking(true)?;
     let mut attempt = connector.connect(&config.endpoint.host, tcp);
     loop {

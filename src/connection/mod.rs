@@ -134,6 +134,12 @@ impl<S> Connection<S> {
         self.io.is_closed() || self.session.is_closed()
     }
 
+    /// Lowers the time [`close`](Self::close) waits for the server to at
+    /// most `timeout` (the worker's shutdown deadline).
+    pub(crate) fn limit_close_timeout(&mut self, timeout: Duration) {
+        self.close_timeout = Some(self.close_timeout.map_or(timeout, |t| t.min(timeout)));
+    }
+
     /// The underlying stream.
     pub fn get_ref(&self) -> &S {
         &self.io.stream
@@ -304,7 +310,7 @@ impl<S: Read + Write + SetTimeout> Connection<S> {
     /// went silent, [`Error::Io`]. [`Error::Protocol`] for one bad stanza (no
     /// `<gcm>` payload, bad JSON): the connection stays usable.
     pub fn recv_event(&mut self, timeout: Option<Duration>) -> Result<Option<Event>> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.map(|t| crate::time::later(Instant::now(), t));
         self.recv_until(deadline)
     }
 
@@ -377,7 +383,9 @@ impl<S: Read + Write + SetTimeout> Connection<S> {
         }
         self.session.close()?;
         self.flush()?;
-        let deadline = self.close_timeout.map(|t| Instant::now() + t);
+        let deadline = self
+            .close_timeout
+            .map(|t| crate::time::later(Instant::now(), t));
         loop {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 log::debug!("server did not close its stream in time");
