@@ -136,16 +136,44 @@ type Res<T> = Result<T, String>;
 /// One part of the run.
 type Section = fn(Mode) -> Res<()>;
 
+const USAGE: &str = "usage: bench [--quick | --smoke] [--only SECTION,...]
+
+Benchmarks against the bundled emulator; one `name: value unit` line per figure on
+stdout, `#` lines for context, progress on stderr. Build with --release.
+
+  --quick              smaller counts, under 60 s
+  --smoke              tiny counts, for CI (checks the output, not speed)
+  --only SECTION,...   only these of: cost, machine, throughput, latency,
+                       latency-bound, upstream, parse (default: all)
+  -h, --help           this text
+
+  --serve-emulator           an emulator on a free port: prints `port N`, reads
+                             `inject N` lines, stops at EOF on stdin
+  --peer-client PORT COUNT   COUNT messages through the worker to 127.0.0.1:PORT
+
+exit codes:
+  0  every run delivered every message
+  1  a run failed (lost message, stall, connection error) or a usage error";
+
+/// Ends the program with a one-line `error:` on stderr, exit code 1.
+fn fail(e: impl std::fmt::Display) -> ! {
+    eprintln!("error: {e}");
+    std::process::exit(1);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return;
+    }
     if args.first().map(String::as_str) == Some("--serve-emulator") {
         serve_emulator();
         return;
     }
     if args.first().map(String::as_str) == Some("--peer-client") {
         if let Err(e) = peer_client(&args[1..]) {
-            eprintln!("bench: {e}");
-            std::process::exit(1);
+            fail(e);
         }
         return;
     }
@@ -156,15 +184,25 @@ fn main() {
         match a.as_str() {
             "--quick" => mode = Mode::Quick,
             "--smoke" => mode = Mode::Smoke,
-            "--only" => {
-                only = it
-                    .next()
-                    .map(|v| v.split(',').map(str::to_string).collect())
-            }
-            _ => {
-                eprintln!("usage: bench [--quick | --smoke] [--only SECTION,...]");
-                std::process::exit(2);
-            }
+            "--only" => match it.next() {
+                Some(v) => only = Some(v.split(',').map(str::to_string).collect()),
+                None => fail("--only wants a list of sections (see --help)"),
+            },
+            other => fail(format!("unknown argument {other:?} (see --help)")),
+        }
+    }
+    let sections: [(&str, Section); 7] = [
+        ("cost", cost),
+        ("machine", machine),
+        ("throughput", throughput),
+        ("latency", latency),
+        ("latency-bound", latency_bound),
+        ("upstream", upstream),
+        ("parse", parse),
+    ];
+    for x in only.iter().flatten() {
+        if !sections.iter().any(|(name, _)| name == x) {
+            fail(format!("no section {x:?} (see --help)"));
         }
     }
     let started = Instant::now();
@@ -177,15 +215,6 @@ fn main() {
     if cfg!(debug_assertions) {
         println!("# debug build: figures are not representative (use --release)");
     }
-    let sections: [(&str, Section); 7] = [
-        ("cost", cost),
-        ("machine", machine),
-        ("throughput", throughput),
-        ("latency", latency),
-        ("latency-bound", latency_bound),
-        ("upstream", upstream),
-        ("parse", parse),
-    ];
     for (name, f) in sections {
         if only.as_ref().is_some_and(|o| !o.iter().any(|x| x == name)) {
             continue;
@@ -196,8 +225,7 @@ fn main() {
         );
         println!("# -- {name}");
         if let Err(e) = f(mode) {
-            eprintln!("bench: {name} failed: {e}");
-            std::process::exit(1);
+            fail(format!("{name}: {e}"));
         }
     }
     println!("# loadavg at end: {}", loadavg());
@@ -991,10 +1019,7 @@ fn serve_emulator() {
         .start()
     {
         Ok(e) => e,
-        Err(e) => {
-            eprintln!("emulator: {e}");
-            std::process::exit(1);
-        }
+        Err(e) => fail(format!("emulator: {e}")),
     };
     println!("port {}", emu.addr().port());
     let _ = std::io::stdout().flush();

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! FCM_SERVER_KEY=... cargo run --example echo_server -- --sender-id ID \
-//!     [--max-upstream N] [--drain-timeout S] [--endpoint HOST:PORT] [--domain NAME] [--ca-file PEM]
+//!     [--max-upstream N] [--drain-timeout S] [--endpoint HOST:PORT] [--domain NAME] [--ca-file PEM] \
+//!     [--connect-timeout S] [--handshake-timeout S] [--max-connect-attempts N]
 //! ```
 //!
 //! For every upstream message it prints
@@ -21,7 +22,9 @@
 //! outcomes, waiting for those at most `--drain-timeout` seconds (default 5):
 //! exit 0 if every echo got its outcome, 3 if some were still pending.
 //! Upstream messages arriving after the N-th are left un-acked (CCS delivers
-//! them again later). Exit 1 on a fatal error (one-line reason on stderr).
+//! them again later). Exit 1 on a fatal error (one-line reason on stderr),
+//! including `--max-connect-attempts N` failed connection attempts in a row
+//! (default 0: keep trying).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -29,22 +32,73 @@ mod common;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use common::{die, Args, Line, COMMON_FLAGS};
+use common::{die, Args, Flag, Line, Program};
 use fcm_xmpp::client::{AckMode, Client, ClientConfig, ClientEvent, SendErrorKind};
 use fcm_xmpp::Message;
 
+const PROGRAM: Program = Program {
+    name: "echo_server",
+    about: "an app server that echoes every upstream message back to the device it came from",
+    usage: "--sender-id ID [--max-upstream N] [--drain-timeout S] [FLAGS]",
+    groups: &[
+        (
+            "echo",
+            &[
+                Flag::value(
+                    "max-upstream",
+                    "N",
+                    "",
+                    "exit after N distinct upstream messages (default: run until killed)",
+                ),
+                Flag::value(
+                    "drain-timeout",
+                    "S",
+                    "5",
+                    "with --max-upstream: seconds to wait for the echoes' outcomes",
+                ),
+            ],
+        ),
+        ("connection", common::CONNECTION_FLAGS),
+        (
+            "",
+            &[Flag::value(
+                "max-connect-attempts",
+                "N",
+                "0",
+                "failed connection attempts in a row that end the run; 0 = keep trying",
+            )],
+        ),
+    ],
+    notes: concat!(
+        "output: one JSON object per line on stdout: a \"connected\" line per connection, an\n",
+        "\"upstream\" line per upstream message, an \"ack\" or \"nack\" line per echo.\n\n",
+        "environment:\n",
+        "  FCM_SERVER_KEY  the server key (required; never taken from a flag, never printed)\n",
+        "  FCM_LOG         stderr log level: off, error, warn, info, debug, trace (default warn)"
+    ),
+    exits: &[
+        (
+            0,
+            "stopped after --max-upstream N with every echo's outcome in",
+        ),
+        (1, "fatal or usage error (one line on stderr)"),
+        (
+            3,
+            "stopped after --max-upstream N with echoes still pending after --drain-timeout",
+        ),
+    ],
+};
+
 fn main() {
     common::init_logging();
-    let mut known = COMMON_FLAGS.to_vec();
-    known.extend(["max-upstream", "drain-timeout"]);
-    let args = Args::parse(&known, &[]).unwrap_or_else(|e| die(e));
-    let config = common::config(&args).unwrap_or_else(|e| die(e));
+    let args = Args::parse(&PROGRAM);
+    let config = Args::or_die(common::config(&args));
+    let endpoint = config.endpoint.to_string();
+    let max_attempts = Args::or_die(common::max_connect_attempts(&args, 0));
     let max: Option<u64> = args
         .has("max-upstream")
-        .then(|| args.number("max-upstream", 0).unwrap_or_else(|e| die(e)));
-    let drain_timeout = args
-        .seconds("drain-timeout", 5.0)
-        .unwrap_or_else(|e| die(e));
+        .then(|| Args::or_die(args.number("max-upstream", 0)));
+    let drain_timeout = Args::or_die(args.seconds("drain-timeout", 5.0));
 
     let cfg = ClientConfig::new(config)
         .ack_mode(AckMode::Manual)
@@ -54,6 +108,7 @@ fn main() {
     let mut seen = Seen::default();
     let mut echoes: HashSet<String> = HashSet::new();
     let mut reached: Option<Instant> = None;
+    let mut connected = false;
     loop {
         if let (Some(max), None) = (max, reached) {
             if handled >= max {
@@ -66,11 +121,12 @@ fn main() {
             }
             if t.elapsed() >= drain_timeout {
                 eprintln!(
-                    "{} echoes still pending after {drain_timeout:?}",
-                    echoes.len()
+                    "{} echoes still pending after {}",
+                    echoes.len(),
+                    common::human(drain_timeout)
                 );
                 let _ = client.shutdown(Duration::from_secs(1));
-                std::process::exit(3);
+                std::process::exit(common::EXIT_PENDING);
             }
         }
         let ev = match events.recv_timeout(Duration::from_millis(100)) {
@@ -79,7 +135,10 @@ fn main() {
             Err(_) => die("the client stopped unexpectedly"),
         };
         match ev {
-            ClientEvent::Connected { jid, .. } => Line::event("connected").str("jid", &jid).print(),
+            ClientEvent::Connected { jid, .. } => {
+                connected = true;
+                Line::event("connected").str("jid", &jid).print()
+            }
             ClientEvent::Upstream { upstream: up, ack } => {
                 let key = (up.from.clone(), up.message_id.clone());
                 if !seen.contains(&key) {
@@ -160,14 +219,23 @@ fn main() {
                         .print();
                 }
             }
-            ClientEvent::Fatal { error } => die(error),
+            ClientEvent::Fatal { error } if connected => die(error),
+            ClientEvent::Fatal { error } => die(format!("cannot connect to {endpoint}: {error}")),
             ClientEvent::Reconnecting {
                 attempt,
                 error,
                 delay,
                 ..
             } => {
-                eprintln!("connection attempt {attempt} failed: {error}; retrying in {delay:?}")
+                if max_attempts.is_some_and(|max| attempt >= max) {
+                    die(format!(
+                        "cannot connect to {endpoint} ({attempt} attempts in a row failed): {error}"
+                    ));
+                }
+                eprintln!(
+                    "connection attempt {attempt} failed: {error}; retrying in {}",
+                    common::human(delay)
+                )
             }
             ClientEvent::Lost { error, .. } => eprintln!("connection lost: {error}"),
             other => log::info!("{other:?}"),

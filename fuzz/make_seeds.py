@@ -2,8 +2,10 @@
 """Writes the committed seed corpora under fuzz/seeds/<target>/.
 
 Rerun after changing it: `python3 fuzz/make_seeds.py` (from anywhere). The
-stanzas are the examples of /work/shared/PROTOCOL.md (sections 3, 4, 6, 7, 9,
-12) and the unit-test fixtures of src/xml/reader.rs, src/event.rs and
+stanzas follow the protocol reference in the crate docs (module
+`fcm_xmpp::protocol`, src/protocol.rs: sections Handshake, Reading stanzas,
+Downstream messages, Server messages, Stanza and stream errors, Acks) and
+the unit-test fixtures of src/xml/reader/tests.rs, src/event.rs and
 src/message.rs. Input formats: see fuzz/src/lib.rs.
 """
 
@@ -27,14 +29,16 @@ C_HDR = (
 # ---- stanza_reader: whole streams ---------------------------------------
 
 STREAMS = {
-    # src/xml/reader.rs HANDSHAKE_FAILURE (PROTOCOL.md §3, SASL refused).
+    # src/xml/reader/tests.rs HANDSHAKE_FAILURE (SASL refused; see
+    # fcm_xmpp::protocol, section Handshake).
     "handshake_failure": "<?xml version='1.0'?>\n" + S_HDR
     + '<stream:features><mechanisms xmlns="urn:ietf:params:xml:ns:xmpp-sasl">\n'
     "  <mechanism>X-OAUTH2</mechanism><mechanism>X-GOOGLE-TOKEN</mechanism>\n"
     "  <mechanism>PLAIN</mechanism></mechanisms></stream:features>"
     '<failure xmlns="urn:ietf:params:xml:ns:xmpp-sasl"><not-authorized/></failure>'
     "</stream:stream>",
-    # src/xml/reader.rs SESSION_STREAM (§3 success, restart, bind, session; §4 traffic).
+    # src/xml/reader/tests.rs SESSION_STREAM (SASL success, restart, bind,
+    # session, then traffic).
     "session_stream": "<?xml version='1.0'?>" + S_HDR
     + '<stream:features><mechanisms xmlns="urn:ietf:params:xml:ns:xmpp-sasl"><mechanism>X-OAUTH2</mechanism>'
     "<mechanism>X-GOOGLE-TOKEN</mechanism><mechanism>PLAIN</mechanism></mechanisms></stream:features>"
@@ -57,7 +61,8 @@ STREAMS = {
     "InvalidJson: JSON_PARSING_ERROR : Missing Required Field: message_id\n</text></error></message>"
     '<message><gcm xmlns="google:mobile:data"><![CDATA[{"a":"<b> & ]] > \U0001F600"}]]></gcm></message>'
     "<!-- a comment between stanzas --></stream:stream>",
-    # PROTOCOL.md §3, the server's side, laid out as in the document.
+    # The server's side of the handshake (fcm_xmpp::protocol, section
+    # Handshake), laid out on several lines.
     "protocol_s3_server": S_HDR + "\n"
     '<stream:features><mechanisms xmlns="urn:ietf:params:xml:ns:xmpp-sasl">\n'
     "     <mechanism>X-OAUTH2</mechanism><mechanism>X-GOOGLE-TOKEN</mechanism>\n"
@@ -70,7 +75,7 @@ STREAMS = {
     '<iq type="result" id="bind1"><bind xmlns="urn:ietf:params:xml:ns:xmpp-bind">\n'
     "     <jid>123456789012@gcm.googleapis.com/fcmxmpp5D0C9A1E</jid></bind></iq>\n"
     '<iq type="result" id="sess1"/>\n',
-    # PROTOCOL.md §3, the client's side.
+    # The client's side of the handshake (fcm_xmpp::protocol, section Handshake).
     "protocol_s3_client": C_HDR + "\n"
     '<auth xmlns="urn:ietf:params:xml:ns:xmpp-sasl" mechanism="PLAIN">'
     "ADEyMzQ1Njc4OTAxMkBnY20uZ29vZ2xlYXBpcy5jb20AU0VSVkVSX0tFWQ==</auth>\n"
@@ -78,7 +83,8 @@ STREAMS = {
     "     <resource>fcmxmpp</resource></bind></iq>\n"
     '<iq type="set" id="sess1"><session xmlns="urn:ietf:params:xml:ns:xmpp-session"/></iq>\n'
     '<iq to="gcm.googleapis.com" id="p7" type="get"><ping\n  xmlns="urn:xmpp:ping"/></iq>',
-    # PROTOCOL.md §4 and §7: the wrappers and JSON of every server message kind.
+    # The wrappers and JSON of every server message kind (fcm_xmpp::protocol,
+    # sections Reading stanzas and Server messages).
     "protocol_s4_s7_traffic": S_HDR
     + '<message><data:gcm xmlns:data="google:mobile:data">{"from":"TOKEN","message_id":"m-1","message_type":"ack","registration_id":"CANON"}</data:gcm></message>'
     + '<message><data:gcm xmlns:data="google:mobile:data">{"message_type":"nack","message_id":"m-2","from":"TOKEN","error":"INVALID_JSON",'
@@ -94,14 +100,16 @@ STREAMS = {
     "</gcm></message>"
     + '<iq from="gcm.googleapis.com" id="p7" type="result"/>'
     + " " * 40,
-    # PROTOCOL.md §6 and §12: what the client writes.
+    # What the client writes (fcm_xmpp::protocol, sections Downstream messages
+    # and Acks).
     "protocol_s6_s12_client": C_HDR
     + '<message id="m-42"><gcm xmlns="google:mobile:data">{"to":"TOKEN","message_id":"m-42",\n'
     '"time_to_live":600,"data":{"k":"a &amp; b &lt; c"}}</gcm></message>'
     + '<message id="a-9"><gcm xmlns="google:mobile:data">{"to":"DEVICE_TOKEN","message_id":"m-123",\n'
     '"message_type":"ack"}</gcm></message>'
     + " ",
-    # PROTOCOL.md §9: stanza errors 400 and 406, then a stream error.
+    # Stanza errors 400 and 406, then a stream error (fcm_xmpp::protocol,
+    # section Stanza and stream errors).
     "protocol_s9_errors": S_HDR
     + '<message id="m-42" type="error" to="123456789012@gcm.googleapis.com/fcmxmpp5D0C9A1E">'
     '<gcm xmlns="google:mobile:data">{"to":"TOKEN","time_to_live":600}</gcm>'
@@ -111,7 +119,7 @@ STREAMS = {
     + '<message id="a-9" type="error"><gcm xmlns="google:mobile:data">{"to":"TOKEN","message_id":"m-1","message_type":"ack"}</gcm>'
     '<error code="406" type="modify"><not-acceptable xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/></error></message>'
     + '<stream:error><invalid-xml xmlns="urn:ietf:params:xml:ns:xmpp-streams"/>\n</stream:error></stream:stream>',
-    # Reader corner cases (src/xml/reader.rs tests): prolog, PIs, comments,
+    # Reader corner cases (src/xml/reader/tests.rs): prolog, PIs, comments,
     # CDATA, references, line ends, prefixes, nesting, a second stream.
     "reader_oddities": "\n<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!-- hi -->\n<?pi x?>"
     "<s:stream xmlns:s='http://etherx.jabber.org/streams' xmlns='jabber:client' xmlns:d='google:mobile:data'>"

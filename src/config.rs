@@ -7,7 +7,8 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 
 /// A CCS host and port. Presets cover the documented endpoints
-/// (PROTOCOL.md §1); [`Endpoint::new`] or [`str::parse`] take any other.
+/// ([protocol: endpoints](crate::protocol#endpoints)); [`Endpoint::new`] or
+/// [`str::parse`] take any other.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Endpoint {
     /// Host name (used for SNI and certificate verification) or IP literal.
@@ -81,6 +82,9 @@ impl FromStr for Endpoint {
             field: "endpoint",
             reason: format!("{reason} in {s:?}; expected HOST:PORT"),
         };
+        if s.contains("://") {
+            return Err(bad("a URL, not an address"));
+        }
         let (host, port) = s.rsplit_once(':').ok_or_else(|| bad("no port"))?;
         let host = host
             .strip_prefix('[')
@@ -88,6 +92,9 @@ impl FromStr for Endpoint {
             .unwrap_or(host);
         if host.is_empty() {
             return Err(bad("empty host"));
+        }
+        if host.contains(['/', '@', ' ', '?', '#']) {
+            return Err(bad("not a host name"));
         }
         let port: u16 = port.parse().map_err(|_| bad("bad port"))?;
         Ok(Endpoint::new(host, port))
@@ -158,8 +165,9 @@ impl Default for Timeouts {
     }
 }
 
-/// Keepalive policy (PROTOCOL.md §5), applied by the worker client and by
-/// [`Connection::keepalive_due`](crate::Connection).
+/// Keepalive policy ([protocol: keepalive](crate::protocol#keepalive)), applied
+/// by the worker client and by [`Connection::tick`](crate::Connection::tick),
+/// which [`Connection::recv_event`](crate::Connection::recv_event) calls while it waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Keepalive {
@@ -234,7 +242,9 @@ pub struct Config {
     /// Most downstream messages in flight (sent, no ack/nack yet) on one
     /// connection: 1..=100, default 100.
     pub max_pending: usize,
-    /// Extra trusted root certificates, PEM encoded (one certificate each).
+    /// Extra trusted root certificates, PEM encoded; each entry holds one
+    /// certificate or a bundle of several (every one is added). Parsed by
+    /// [`Config::validate`].
     pub extra_root_pems: Vec<Vec<u8>>,
     /// Accept any certificate. Tests only: it makes TLS worthless.
     pub danger_accept_invalid_certs: bool,
@@ -337,10 +347,30 @@ impl Config {
         self
     }
 
-    /// Adds a trusted root certificate in PEM form.
+    /// Adds trusted root certificates in PEM form: one certificate, or a
+    /// bundle of several (each is added). [`Config::validate`] (and so
+    /// `Connection::connect` and `Client::start`) refuses an entry that is not
+    /// PEM or holds no certificate.
     pub fn add_root_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.extra_root_pems.push(pem.into());
         self
+    }
+
+    /// Reads a PEM file (one certificate or a bundle) and adds every
+    /// certificate in it as a trusted root, checking them at once.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for `extra_root_pems`, naming the file, if it
+    /// cannot be read, is not PEM, or holds no certificate.
+    pub fn add_root_pem_file(self, path: impl AsRef<std::path::Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let bad = |reason: String| Error::InvalidConfig {
+            field: "extra_root_pems",
+            reason: format!("{}: {reason}", path.display()),
+        };
+        let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        crate::transport::parse_roots(&pem).map_err(bad)?;
+        Ok(self.add_root_pem(pem))
     }
 
     /// Accept any server certificate. Only for tests: this disables the
@@ -391,6 +421,12 @@ impl Config {
         if !(4..=1024).contains(&self.max_depth) {
             return bad("max_depth", "must be 4..=1024");
         }
+        for (i, pem) in self.extra_root_pems.iter().enumerate() {
+            if let Err(why) = crate::transport::parse_roots(pem) {
+                let n = self.extra_root_pems.len();
+                return bad("extra_root_pems", &format!("entry {} of {n}: {why}", i + 1));
+            }
+        }
         Ok(())
     }
 }
@@ -439,6 +475,79 @@ mod tests {
         assert!("nohost".parse::<Endpoint>().is_err());
         assert!(":5".parse::<Endpoint>().is_err());
         assert!("h:99999".parse::<Endpoint>().is_err());
+        // URLs and paths are not addresses (the scheme used to end up in the host).
+        for bad in ["https://host:5235", "tls://h:1", "host/path:5", "user@h:5"] {
+            let e = bad.parse::<Endpoint>().unwrap_err();
+            assert!(e.to_string().contains("expected HOST:PORT"), "{bad}: {e}");
+        }
+    }
+
+    const CERT: &[u8] = include_bytes!("../tests/fixtures/other_name-cert.pem");
+    const CERT2: &[u8] = include_bytes!("../tests/fixtures/expired-cert.pem");
+
+    fn roots_error(pem: &[u8]) -> String {
+        match Config::new("1", "k").add_root_pem(pem).validate() {
+            Err(Error::InvalidConfig {
+                field: "extra_root_pems",
+                reason,
+            }) => reason,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn validate_parses_extra_roots() {
+        let one = Config::new("1", "k").add_root_pem(CERT);
+        assert!(one.validate().is_ok());
+        assert_eq!(crate::transport::parse_roots(CERT).unwrap().len(), 1);
+        // A bundle: every certificate in it counts.
+        let bundle = [CERT, CERT2].concat();
+        assert_eq!(crate::transport::parse_roots(&bundle).unwrap().len(), 2);
+        assert!(Config::new("1", "k")
+            .add_root_pem(bundle)
+            .validate()
+            .is_ok());
+
+        assert!(roots_error(b"").contains("no PEM certificate"));
+        assert!(roots_error(b"not a certificate at all").contains("no PEM certificate"));
+        // A key file is PEM, but not a certificate.
+        let key = include_bytes!("../tests/fixtures/other_name-key.pem");
+        assert!(roots_error(key).contains("no PEM certificate"));
+        // A certificate whose base64 is damaged.
+        let text = String::from_utf8(CERT.to_vec()).unwrap();
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines[3] = "!!!! not base64 !!!!";
+        let broken = lines.join("\n");
+        assert!(roots_error(broken.as_bytes()).contains("entry 1 of 1"));
+        // One good certificate and one broken one in a bundle: refused, not half-added.
+        let half = [CERT, broken.as_bytes()].concat();
+        assert!(!roots_error(&half).is_empty());
+    }
+
+    #[test]
+    fn add_root_pem_file_names_the_file() {
+        let dir = std::env::temp_dir().join(format!("fcm-xmpp-roots-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, b"").unwrap();
+        let good = dir.join("good.pem");
+        std::fs::write(&good, CERT).unwrap();
+        let missing = dir.join("missing.pem");
+        for path in [&empty, &missing] {
+            let e = Config::new("1", "k").add_root_pem_file(path).unwrap_err();
+            let text = e.to_string();
+            assert!(text.contains(&path.display().to_string()), "{text}");
+            assert!(matches!(
+                e,
+                Error::InvalidConfig {
+                    field: "extra_root_pems",
+                    ..
+                }
+            ));
+        }
+        let c = Config::new("1", "k").add_root_pem_file(&good).unwrap();
+        assert_eq!(c.extra_root_pems, vec![CERT.to_vec()]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

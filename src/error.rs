@@ -52,6 +52,13 @@ pub enum Error {
     WindowFull,
     /// The connection is closed (by the server, by a drop, or by `close`).
     Closed,
+    /// The server announced `CONNECTION_DRAINING` on this connection: it takes
+    /// no new downstream messages. Nothing was sent; send on a new connection,
+    /// and keep reading (and acking on) this one until the server closes it.
+    Draining,
+    /// A worker thread of the [`Client`](crate::client::Client) panicked (a
+    /// bug in this crate). The client stopped; its messages were returned.
+    WorkerPanicked,
 }
 
 /// Which blocking step timed out.
@@ -309,11 +316,13 @@ impl Error {
             | Error::Xml(_)
             | Error::Protocol(_)
             | Error::WindowFull
-            | Error::Closed => true,
+            | Error::Closed
+            | Error::Draining => true,
             Error::Tls(t) => matches!(t.kind, TlsErrorKind::Other),
-            Error::AuthFailed { .. } | Error::InvalidMessage(_) | Error::InvalidConfig { .. } => {
-                false
-            }
+            Error::AuthFailed { .. }
+            | Error::InvalidMessage(_)
+            | Error::InvalidConfig { .. }
+            | Error::WorkerPanicked => false,
         }
     }
 }
@@ -340,6 +349,12 @@ impl fmt::Display for Error {
             }
             Error::WindowFull => f.write_str("pending window is full: read acks before sending"),
             Error::Closed => f.write_str("connection closed"),
+            Error::Draining => {
+                f.write_str("connection draining: send new messages on a new connection")
+            }
+            Error::WorkerPanicked => f.write_str(
+                "internal error: a worker thread panicked (a bug in fcm-xmpp; please report it)",
+            ),
         }
     }
 }
@@ -388,39 +403,4 @@ impl From<TlsError> for Error {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_stays_small() {
-        assert!(
-            std::mem::size_of::<Error>() <= 56,
-            "{}",
-            std::mem::size_of::<Error>()
-        );
-    }
-
-    #[test]
-    fn predicates() {
-        assert!(Error::Timeout(Phase::Read).is_timeout());
-        assert!(Error::Closed.is_closed());
-        assert!(!Error::AuthFailed {
-            condition: "not-authorized".into()
-        }
-        .is_retryable());
-        assert!(Error::Closed.is_retryable());
-        let e = Error::Io(io::Error::from(io::ErrorKind::ConnectionReset));
-        assert!(e.is_closed());
-    }
-
-    #[test]
-    fn display_is_lowercase_and_actionable() {
-        let e = Error::AuthFailed {
-            condition: "not-authorized".into(),
-        };
-        assert_eq!(
-            e.to_string(),
-            "authentication refused (not-authorized): check the sender id and server key"
-        );
-    }
-}
+mod tests;

@@ -84,6 +84,9 @@
 //! The crate follows Google's GCM/FCM XMPP documentation (the legacy XMPP API
 //! was shut down in 2024): RFC 6120 stream and SASL PLAIN, resource binding,
 //! XEP-0199 ping, CCS JSON payloads inside `<gcm xmlns="google:mobile:data">`.
+//! [`protocol`] sets out what the code relies on, section by section: endpoints,
+//! handshake, reading rules, keepalive, message fields, NACK codes and their
+//! retry classes, errors, flow control, draining, acks and encoding.
 //!
 //! # MSRV
 //!
@@ -105,9 +108,12 @@ pub mod message;
 #[cfg(test)]
 mod mock;
 mod ns;
+pub mod protocol;
 mod stream;
 mod threads;
+mod time;
 mod transport;
+mod wire;
 pub mod xml;
 
 pub use config::{Config, Endpoint, Keepalive, ServerKey, Timeouts};
@@ -116,8 +122,8 @@ pub use error::{
     Error, InvalidMessage, Phase, ProtocolError, Result, TlsError, TlsErrorKind, XmlError,
 };
 pub use event::{
-    Ack, Control, ControlKind, Event, Nack, NackCode, Receipt, RetryClass, StanzaError,
-    UnknownMessage, Upstream,
+    Ack, AckRefusal, AckRefused, Control, ControlKind, Event, Nack, NackCode, Receipt, RetryClass,
+    StanzaError, UnknownMessage, Upstream,
 };
 pub use message::{Message, Notification, Priority};
 pub use transport::SetTimeout;

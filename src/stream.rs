@@ -13,10 +13,11 @@ use crate::error::{Error, Phase, ProtocolError, Result, TlsError, TlsErrorKind};
 use crate::transport::{is_timeout, SetTimeout};
 use crate::xml::{escape_attr, Element, Packet, ReaderLimits, StanzaReader};
 
-pub(crate) use crate::ns::{
-    BIND as NS_BIND, CLIENT as NS_CLIENT, PING as NS_PING, SASL as NS_SASL, SESSION as NS_SESSION,
+use crate::ns::{
+    BIND as NS_BIND, CLIENT as NS_CLIENT, SASL as NS_SASL, SESSION as NS_SESSION,
     STANZAS as NS_STANZAS, STREAM as NS_STREAM, STREAMS_ERR as NS_STREAMS_ERR,
 };
+use crate::wire;
 
 /// A byte stream framed into XMPP packets, with a write buffer.
 ///
@@ -73,24 +74,30 @@ impl<S: Read + Write + SetTimeout> XmppStream<S> {
         self.closed = true;
     }
 
-    /// The write buffer; callers append whole stanzas only.
-    pub(crate) fn out(&mut self) -> &mut String {
+    /// The handshake's write buffer; callers append whole stanzas only.
+    fn out(&mut self) -> &mut String {
         &mut self.out
     }
 
-    pub(crate) fn has_unflushed(&self) -> bool {
-        !self.out.is_empty()
+    /// Writes the handshake's buffer in one call.
+    fn flush(&mut self) -> Result<()> {
+        let out = std::mem::take(&mut self.out);
+        let r = self.write(&out);
+        self.out = out;
+        self.out.clear();
+        r.map(|_| ())
     }
 
-    /// Writes everything buffered in one call.
-    pub(crate) fn flush(&mut self) -> Result<()> {
+    /// Writes `buf` in one call and returns when that finished. A failed or
+    /// timed-out write closes the stream (a stanza may be half written).
+    pub(crate) fn write(&mut self, buf: &str) -> Result<Instant> {
         if self.closed {
             return Err(Error::Closed);
         }
-        if self.out.is_empty() {
-            return Ok(());
+        if buf.is_empty() {
+            return Ok(self.last_write);
         }
-        log::trace!("send {} bytes: {}", self.out.len(), redact(&self.out));
+        log::trace!("send {} bytes: {}", buf.len(), redact(buf));
         if self.nonblocking {
             if let Err(e) = self.stream.set_nonblocking(false) {
                 self.closed = true;
@@ -100,13 +107,12 @@ impl<S: Read + Write + SetTimeout> XmppStream<S> {
         }
         let r = self
             .stream
-            .write_all(self.out.as_bytes())
+            .write_all(buf.as_bytes())
             .and_then(|_| self.stream.flush());
-        self.out.clear();
         match r {
             Ok(()) => {
                 self.last_write = Instant::now();
-                Ok(())
+                Ok(self.last_write)
             }
             Err(e) => {
                 self.closed = true;
@@ -299,12 +305,7 @@ impl<S: Read + Write + SetTimeout> XmppStream<S> {
     }
 
     fn write_header(&mut self, domain: &str) {
-        let out = &mut self.out;
-        out.push_str("<stream:stream to=\"");
-        escape_attr(domain, out);
-        out.push_str(
-            "\" version=\"1.0\" xmlns=\"jabber:client\" xmlns:stream=\"http://etherx.jabber.org/streams\">",
-        );
+        wire::stream_header(&mut self.out, domain);
     }
 }
 
@@ -409,7 +410,10 @@ pub(crate) fn handshake<S: Read + Write + SetTimeout>(
     config: &Config,
 ) -> Result<(String, Vec<Element>)> {
     let mut early = Vec::new();
-    let deadline = config.timeouts.handshake.map(|t| Instant::now() + t);
+    let deadline = config
+        .timeouts
+        .handshake
+        .map(|t| crate::time::later(Instant::now(), t));
     io.stream.set_write_timeout(config.timeouts.handshake)?;
 
     // 1. Stream header and SASL features.
@@ -433,10 +437,7 @@ pub(crate) fn handshake<S: Read + Write + SetTimeout>(
         .into());
     }
     let payload = plain_auth_payload(config);
-    io.out()
-        .push_str("<auth xmlns=\"urn:ietf:params:xml:ns:xmpp-sasl\" mechanism=\"PLAIN\">");
-    io.out().push_str(&payload);
-    io.out().push_str("</auth>");
+    wire::auth_plain(io.out(), &payload);
     drop(payload);
     io.flush()?;
     match io.handshake_stanza(deadline, "<success/>") {
@@ -452,7 +453,8 @@ pub(crate) fn handshake<S: Read + Write + SetTimeout>(
             return Err(Error::AuthFailed { condition });
         }
         Ok(el) => return Err(unexpected("<success/>", &el)),
-        // PROTOCOL.md §3: some servers just hang up after a bad <auth>.
+        // Some servers just hang up after a bad <auth> (see
+        // `fcm_xmpp::protocol`, section Handshake).
         Err(Error::Closed) | Err(Error::Xml(crate::XmlError::Truncated)) => {
             return Err(Error::AuthFailed {
                 condition: "connection-closed".into(),
@@ -483,13 +485,9 @@ pub(crate) fn handshake<S: Read + Write + SetTimeout>(
     }
     let session = features.child("session", NS_SESSION).is_some();
 
-    io.out().push_str(
-        "<iq type=\"set\" id=\"bind1\"><bind xmlns=\"urn:ietf:params:xml:ns:xmpp-bind\"><resource>",
-    );
-    crate::xml::escape_text(&config.resource, io.out());
-    io.out().push_str("</resource></bind></iq>");
+    wire::bind(io.out(), &config.resource);
     io.flush()?;
-    let el = io.await_iq("bind1", "bind result", deadline, &mut early)?;
+    let el = io.await_iq(wire::BIND_ID, "bind result", deadline, &mut early)?;
     if el.attr("type") != Some("result") {
         return Err(ProtocolError::BindFailed {
             condition: iq_error_condition(&el),
@@ -507,11 +505,9 @@ pub(crate) fn handshake<S: Read + Write + SetTimeout>(
 
     // 4. Session, when offered (harmless; CCS answers it).
     if session {
-        io.out().push_str(
-            "<iq type=\"set\" id=\"sess1\"><session xmlns=\"urn:ietf:params:xml:ns:xmpp-session\"/></iq>",
-        );
+        wire::session(io.out());
         io.flush()?;
-        let el = io.await_iq("sess1", "session result", deadline, &mut early)?;
+        let el = io.await_iq(wire::SESSION_ID, "session result", deadline, &mut early)?;
         if el.attr("type") != Some("result") {
             return Err(ProtocolError::BindFailed {
                 condition: format!("session: {}", iq_error_condition(&el)),
@@ -544,25 +540,4 @@ pub(crate) fn iq_error_condition(el: &Element) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plain_payload_is_one_line() {
-        let c = Config::new("123456789012", "KEY");
-        let p = plain_auth_payload(&c);
-        assert!(!p.contains('\n'));
-        let raw = base64::engine::general_purpose::STANDARD.decode(p).unwrap();
-        assert_eq!(raw, b"\x00123456789012@gcm.googleapis.com\x00KEY");
-    }
-
-    #[test]
-    fn redact_hides_auth() {
-        let s = "<x/><auth xmlns=\"urn:ietf:params:xml:ns:xmpp-sasl\" mechanism=\"PLAIN\">AGFiYwBrZXk=</auth><y/>";
-        let r = redact(s);
-        assert!(!r.contains("AGFiYwBrZXk="), "{r}");
-        assert!(r.contains("<y/>"));
-        assert_eq!(redact("<a/>"), "<a/>");
-        assert!(!redact("<auth mechanism=\"PLAIN\">SECRET").contains("SECRET"));
-    }
-}
+mod tests;

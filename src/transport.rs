@@ -138,13 +138,34 @@ pub(crate) fn connect_tcp(config: &Config) -> Result<TcpStream> {
     Err(last.unwrap_or(Error::Timeout(Phase::Connect)))
 }
 
+/// Every certificate in a PEM text (one, or a bundle); an error if the text
+/// is not PEM, a certificate in it does not parse, or it holds none.
+pub(crate) fn parse_roots(pem: &[u8]) -> std::result::Result<Vec<Certificate>, String> {
+    const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
+    let blocks = pem.windows(BEGIN.len()).filter(|w| *w == BEGIN).count();
+    if blocks == 0 {
+        return Err("no PEM certificate in it (want -----BEGIN CERTIFICATE-----)".into());
+    }
+    let certs = Certificate::stack_from_pem(pem)
+        .map_err(|e| format!("not a valid PEM certificate: {e}"))?;
+    if certs.len() != blocks {
+        return Err(format!(
+            "{} of its {blocks} certificates parse",
+            certs.len()
+        ));
+    }
+    Ok(certs)
+}
+
 /// Builds the TLS connector: system roots, extra roots, verification on.
 pub(crate) fn tls_connector(config: &Config) -> Result<TlsConnector> {
     let mut b = TlsConnector::builder();
     for pem in &config.extra_root_pems {
-        let cert = Certificate::from_pem(pem)
-            .map_err(|e| TlsError::new(TlsErrorKind::BadRootCertificate, "").with_source(e))?;
-        b.add_root_certificate(cert);
+        let certs =
+            parse_roots(pem).map_err(|why| TlsError::new(TlsErrorKind::BadRootCertificate, why))?;
+        for cert in certs {
+            b.add_root_certificate(cert);
+        }
     }
     if config.danger_accept_invalid_certs {
         log::warn!("certificate verification is disabled (danger_accept_invalid_certs)");
@@ -191,7 +212,10 @@ fn classify_tls(e: native_tls::Error) -> Error {
 pub(crate) fn connect_tls(config: &Config) -> Result<(TlsStream<TcpStream>, Option<Instant>)> {
     let connector = tls_connector(config)?;
     let tcp = connect_tcp(config)?;
-    let deadline = config.timeouts.handshake.map(|t| Instant::now() + t);
+    let deadline = config
+        .timeouts
+        .handshake
+        .map(|t| crate::time::later(Instant::now(), t));
     tcp.set_nonblocking(true)?;
     let mut attempt = connector.connect(&config.endpoint.host, tcp);
     loop {

@@ -19,9 +19,9 @@ const KEY: &str = "connection-test-key-s3cr3t";
 /// Generous bound for one answer from the emulator: a hang detector, not a speed target.
 const WAIT: Duration = Duration::from_secs(5);
 
-fn emulator() -> Emulator {
+fn emulator() -> common::Judged {
     common::init_logging();
-    Emulator::start(SENDER, KEY).unwrap()
+    common::start(SENDER, KEY)
 }
 
 fn config(emu: &Emulator) -> Config {
@@ -199,12 +199,12 @@ fn upstream_is_received_and_acked() {
 #[test]
 fn draining_delivers_in_flight_acks_then_closes() {
     let _w = watchdog("draining", Duration::from_secs(20));
-    let emu = Emulator::builder()
-        .sender_id(SENDER)
-        .server_key(KEY)
-        .drain_grace(Duration::from_millis(50))
-        .start()
-        .unwrap();
+    let emu = common::judged(
+        Emulator::builder()
+            .sender_id(SENDER)
+            .server_key(KEY)
+            .drain_grace(Duration::from_millis(50)),
+    );
     let (mut conn, id) = connect(&emu);
     // Hold the acks back so the messages are still in flight when the drain starts.
     emu.set_ack_delay(Duration::from_millis(500));
@@ -354,4 +354,97 @@ fn upstream_waiting_before_connect_is_delivered() {
     }
     assert!(emu.wait_until(WAIT, |l| l.conn(id).unwrap().upstream_acked == ups));
     assert_eq!(conn.try_recv_event().unwrap(), None);
+}
+#[test]
+fn the_judge_refuses_what_xml_forbids_and_accepts_a_stream() {
+    let header =
+        "<stream:stream to=\"gcm.googleapis.com\" version=\"1.0\" xmlns=\"jabber:client\" \
+                  xmlns:stream=\"http://etherx.jabber.org/streams\">";
+    let good = format!("{header}<auth mechanism=\"PLAIN\">AA==</auth>{header}<message id=\"a\"/> ");
+    assert_eq!(common::judge::check_stream(good.as_bytes()), Ok(()));
+    assert_eq!(
+        common::judge::check_stream(format!("{good}</stream:stream>").as_bytes()),
+        Ok(())
+    );
+    // A stanza cut short by the end of the connection.
+    assert_eq!(
+        common::judge::check_stream(format!("{good}<message id=\"b\"><gc").as_bytes()),
+        Ok(())
+    );
+    for bad in [
+        "<message id=\"&#x1;\"/>",
+        "<message>&#xFFFF;</message>",
+        "<message>&#xFFFE;</message>",
+        "<message>\u{1}</message>",
+        "<message>\u{FFFF}</message>",
+        "<message id=\"a\" id=\"b\"/>",
+        "<message><a></b></message>",
+        "<x:message/>",
+        "<message>&nbsp;</message>",
+    ] {
+        let err = common::judge::check_stream(format!("{header}{bad}").as_bytes());
+        assert!(err.is_err(), "{bad:?} passed the judge");
+    }
+    assert!(common::judge::check_stream(format!("{header}<message>\u{1}").as_bytes()).is_err());
+}
+
+#[test]
+fn characters_xml_forbids_never_reach_the_wire() {
+    let _w = watchdog("forbidden_chars", Duration::from_secs(20));
+    let emu = emulator();
+    let (mut conn, id) = connect(&emu);
+    for (message, field) in [
+        (Message::to("t").message_id("m-\u{1}"), "message_id"),
+        (Message::to("t").data("k", "a\u{FFFF}"), "data"),
+        (Message::to("t").data("k\u{FFFE}", "v"), "data"),
+        (Message::to("t").collapse_key("c\u{1b}"), "collapse_key"),
+    ] {
+        let err = conn.send(&message).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidMessage(m) if m.field == field),
+            "{err:?}"
+        );
+    }
+    assert_eq!(conn.pending(), 0);
+    // Nothing was written: the connection goes on, and the next message is acked.
+    let ok = conn
+        .send(
+            &Message::to("t")
+                .message_id("m-ok")
+                .data("k", "tab\tcr\r\u{FFFD}"),
+        )
+        .unwrap();
+    assert!(matches!(next(&mut conn), Event::Ack(a) if a.message_id == ok));
+    let ledger = emu.ledger();
+    assert_eq!(ledger.conn(id).unwrap().received, ["m-ok"]);
+    conn.close().unwrap();
+    // Dropping `emu` passes every byte the client wrote through the independent judge.
+}
+
+#[test]
+fn a_refused_ack_leaves_the_downstream_message_of_the_same_id_pending() {
+    let _w = watchdog("refused_ack", Duration::from_secs(20));
+    let emu = emulator();
+    let (mut conn, _) = connect(&emu);
+    // Our downstream "u-1" stays in flight while the ack of a device's "u-1"
+    // (never delivered on this connection) is refused with a 406.
+    emu.set_ack_delay(Duration::from_millis(300));
+    conn.send(&Message::to("tok").message_id("u-1")).unwrap();
+    let upstream = Event::from_json(r#"{"from":"DEV","message_id":"u-1","data":{}}"#).unwrap();
+    conn.ack(&upstream).unwrap();
+    let ev = next(&mut conn);
+    let refused = ev.as_ack_refused().unwrap_or_else(|| panic!("{ev:?}"));
+    assert_eq!(refused.message_id.as_deref(), Some("u-1"));
+    assert!(
+        matches!(&refused.reason, fcm_xmpp::AckRefusal::StanzaError(e) if e.code == Some(406)),
+        "{refused:?}"
+    );
+    assert_eq!(
+        conn.pending(),
+        1,
+        "an error about an ack settled a downstream message"
+    );
+    assert!(matches!(next(&mut conn), Event::Ack(a) if a.message_id == "u-1"));
+    assert_eq!(conn.pending(), 0);
+    conn.close().unwrap();
 }

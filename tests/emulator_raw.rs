@@ -547,6 +547,29 @@ fn garbage_gets_invalid_xml_and_send_raw_reaches_client() {
 }
 
 #[test]
+fn characters_xml_forbids_get_invalid_xml_in_any_form() {
+    // As a conforming parser does: the crate's own reader would decode them.
+    for bad in [
+        "<message id=\"m-&#x1;\"><gcm xmlns=\"google:mobile:data\">{}</gcm></message>",
+        "<message id=\"m-1\"><gcm xmlns=\"google:mobile:data\">&#xFFFF;</gcm></message>",
+        "<message id=\"m-1\"><gcm xmlns=\"google:mobile:data\">&#65534;</gcm></message>",
+        "<message id=\"m-\u{1b}\"><gcm xmlns=\"google:mobile:data\">{}</gcm></message>",
+    ] {
+        let emu = emulator();
+        let (mut raw, _) = Raw::login(&emu);
+        raw.send(bad);
+        let got = raw.until("<invalid-xml xmlns=\"urn:ietf:params:xml:ns:xmpp-streams\"/>");
+        assert!(
+            !got.contains("\"message_type\":\"ack\""),
+            "{bad:?} was acked: {got}"
+        );
+        raw.until_closed();
+        assert!(emu.wait_until(WAIT, |l| l.connections[0].closed), "{bad:?}");
+        assert!(emu.ledger().connections[0].received.is_empty(), "{bad:?}");
+    }
+}
+
+#[test]
 fn shutdown_closes_clients_promptly() {
     let emu = emulator();
     let (mut raw, _) = Raw::login(&emu);

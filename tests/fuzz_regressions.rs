@@ -2,6 +2,8 @@
 //! seed (`fuzz/seeds/<target>/`) and every minimised finding goes through
 //! the same check the fuzzer runs. The checks live in `fuzz/src/lib.rs`,
 //! included here as a module; see `fuzz/README.md` for running the fuzzers.
+//! They use the emulator's serializers to write events as CCS would.
+#![cfg(feature = "emulator")]
 
 #[path = "../fuzz/src/lib.rs"]
 mod props;

@@ -144,19 +144,40 @@ impl Proc {
     /// Starts `name` with `args`; `FCM_SERVER_KEY` is `key` (unset for `None`),
     /// `FCM_LOG` is unset.
     fn spawn(name: &str, args: &[&str], key: Option<&str>) -> Proc {
+        Proc::spawn_with(name, args, key, &[], None)
+    }
+
+    /// Like [`Proc::spawn`], with extra environment variables and, for `Some`, these
+    /// bytes on stdin (then left open until the program exits).
+    fn spawn_with(
+        name: &str,
+        args: &[&str],
+        key: Option<&str>,
+        env: &[(&str, &str)],
+        stdin: Option<&[u8]>,
+    ) -> Proc {
         let mut cmd = Command::new(example(name));
         cmd.args(args)
             .env_remove("FCM_LOG")
-            .stdin(Stdio::null())
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         match key {
             Some(k) => cmd.env("FCM_SERVER_KEY", k),
             None => cmd.env_remove("FCM_SERVER_KEY"),
         };
+        cmd.envs(env.iter().copied());
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        if let (Some(bytes), Some(pipe)) = (stdin, child.stdin.as_mut()) {
+            pipe.write_all(bytes).expect("write the program's stdin");
+            pipe.flush().expect("flush the program's stdin");
+        }
         let stdout = child.stdout.take().unwrap();
         let mut stderr_pipe = child.stderr.take().unwrap();
         let (tx, lines) = mpsc::channel();
@@ -297,12 +318,8 @@ fn flags<'a>(endpoint: &'a str, ca: &'a TempFile) -> Vec<&'a str> {
     ]
 }
 
-fn emulator() -> Emulator {
-    Emulator::builder()
-        .sender_id(SENDER)
-        .server_key(KEY)
-        .start()
-        .expect("start emulator")
+fn emulator() -> common::Judged {
+    common::judged(Emulator::builder().sender_id(SENDER).server_key(KEY))
 }
 
 fn endpoint_of(emu: &Emulator) -> String {
@@ -1083,4 +1100,717 @@ fn ccs_emulator_program_stops_after_duration() {
     listening_addr(&out.stdout[0]);
     let last = out.stdout.last().unwrap();
     assert!(last.starts_with("stopped: 0 connections"), "{out}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command-line tools as people meet them: --help, flag forms, connect failures
+
+#[test]
+fn every_program_has_help_with_flags_defaults_and_exit_codes() {
+    let defaults = fcm_xmpp::Timeouts::default();
+    let secs = |d: Option<Duration>| d.unwrap().as_secs().to_string();
+    let programs: [(&str, &[&str]); 3] = [
+        (
+            "fcm_send",
+            &[
+                "--to TOKEN",
+                "--count N",
+                "--data KEY=VALUE",
+                "--ttl SECS",
+                "--receipt",
+                "--receipt-timeout S",
+                "--progress",
+                "--endpoint HOST:PORT",
+                "--domain NAME",
+                "--ca-file PEM",
+                "--sender-id ID",
+                "--connect-timeout S",
+                "--handshake-timeout S",
+                "--max-connect-attempts N",
+                "FCM_SERVER_KEY",
+                "FCM_LOG",
+                "  0  ",
+                "  1  ",
+                "  2  ",
+            ],
+        ),
+        (
+            "echo_server",
+            &[
+                "--max-upstream N",
+                "--drain-timeout S",
+                "--endpoint HOST:PORT",
+                "--connect-timeout S",
+                "--max-connect-attempts N",
+                "FCM_SERVER_KEY",
+                "  0  ",
+                "  1  ",
+                "  3  ",
+            ],
+        ),
+        (
+            "ccs_emulator",
+            &[
+                "--listen HOST:PORT",
+                "--sender-id ID",
+                "--server-key KEY",
+                "--reject TOKEN=CODE",
+                "--cert-out PATH",
+                "--cert PEM",
+                "--key PEM",
+                "--duration SECS",
+                "--keepalive SECS",
+                "--upstream-count M",
+                "--upstream-rate N/s",
+                "--upstream-from TOKEN",
+                "--stdin",
+                "  0  ",
+                "  1  ",
+            ],
+        ),
+    ];
+    for (name, wanted) in programs {
+        let long = run(name, &["--help"], None);
+        assert_eq!(long.code, Some(0), "{long}");
+        assert_eq!(long.stderr, "", "{long}");
+        let text = long.stdout.join("\n");
+        assert!(text.contains(&format!("usage: {name} ")), "{text}");
+        assert!(text.contains("-h, --help"), "{text}");
+        assert!(text.contains("exit codes:"), "{text}");
+        for w in wanted {
+            assert!(text.contains(w), "{name} --help lacks {w:?}\n{text}");
+        }
+        // Every flag line with a default says it the same way.
+        if name != "ccs_emulator" {
+            let line = |flag: &str| {
+                text.lines()
+                    .find(|l| l.trim_start().starts_with(flag))
+                    .unwrap_or_else(|| panic!("no {flag} line\n{text}"))
+                    .to_string()
+            };
+            let connect = line("--connect-timeout");
+            assert!(
+                connect.ends_with(&format!("(default {})", secs(defaults.connect))),
+                "{connect}"
+            );
+            let handshake = line("--handshake-timeout");
+            assert!(
+                handshake.ends_with(&format!("(default {})", secs(defaults.handshake))),
+                "{handshake}"
+            );
+        }
+        // -h is the same, and help wins over other arguments.
+        let short = run(name, &["--bogus-is-ignored-after-help", "-h"], None);
+        assert_eq!(
+            short.code,
+            Some(1),
+            "an unknown flag before -h is still an error\n{short}"
+        );
+        let short = run(name, &["-h", "--bogus"], None);
+        assert_eq!(short.code, Some(0), "{short}");
+        assert_eq!(short.stdout, long.stdout);
+    }
+}
+
+#[test]
+fn flags_take_their_value_after_an_equals_sign_too() {
+    let emu = emulator();
+    let ca = TempFile::with("ca.pem", Emulator::cert_pem());
+    let endpoint = format!("--endpoint={}", endpoint_of(&emu));
+    let ca_flag = format!("--ca-file={}", ca.path());
+    let args = [
+        endpoint.as_str(),
+        ca_flag.as_str(),
+        "--sender-id=123456789012",
+        "--to=device-eq",
+        "--count=4",
+        "--data=k=v=w",
+    ];
+    let out = run("fcm_send", &args, Some(KEY));
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_summary(out.json().last().unwrap(), 4, 4, 0);
+    assert_eq!(emu.ledger().total_received(), 4);
+}
+
+#[test]
+fn programs_refuse_urls_bad_ca_files_and_bad_emulator_flags() {
+    let key = Some(KEY);
+    let base = |ep: &'static str| vec!["--endpoint", ep, "--sender-id", SENDER, "--to", "t"];
+    assert_usage_error(
+        "fcm_send",
+        &base("https://127.0.0.1:5235"),
+        key,
+        "not a URL",
+    );
+    assert_usage_error("fcm_send", &base("127.0.0.1:5235/path"), key, "HOST:PORT");
+    assert_usage_error("echo_server", &base("tls://h:1")[..4], key, "not a URL");
+    // A CA file that is empty, not a certificate, or missing: refused before connecting,
+    // naming the file.
+    for (tag, bytes) in [("empty.pem", &b""[..]), ("junk.pem", b"hello")] {
+        let f = TempFile::with(tag, bytes);
+        let mut args = base("127.0.0.1:9");
+        args.extend(["--ca-file", f.path()]);
+        assert_usage_error("fcm_send", &args, key, f.path());
+        assert_usage_error(
+            "echo_server",
+            &args[..4]
+                .iter()
+                .chain(&args[6..])
+                .copied()
+                .collect::<Vec<_>>(),
+            key,
+            f.path(),
+        );
+    }
+    let missing = TempFile::reserve("missing.pem");
+    let mut args = base("127.0.0.1:9");
+    args.extend(["--ca-file", missing.path()]);
+    assert_usage_error("fcm_send", &args, key, missing.path());
+    // The emulator: one error line, exit 1, like the others.
+    assert_usage_error("ccs_emulator", &["--bogus"], None, "--bogus");
+    assert_usage_error("ccs_emulator", &["--reject", "nocode"], None, "TOKEN=CODE");
+    assert_usage_error(
+        "ccs_emulator",
+        &["--upstream-rate", "fast"],
+        None,
+        "--upstream-rate",
+    );
+    assert_usage_error(
+        "ccs_emulator",
+        &["--cert", "/nonexistent.pem"],
+        None,
+        "--key",
+    );
+    assert_usage_error("ccs_emulator", &["--listen", "no-port"], None, "--listen");
+}
+
+#[test]
+fn an_unknown_fcm_log_value_is_reported() {
+    let out = Proc::spawn_with(
+        "fcm_send",
+        &["--endpoint", "127.0.0.1:9", "--sender-id", SENDER],
+        Some(KEY),
+        &[("FCM_LOG", "verbose")],
+        None,
+    )
+    .wait(LIMIT);
+    assert_eq!(out.code, Some(1), "{out}");
+    let err = out.stderr_lines();
+    assert_eq!(err.len(), 2, "{out}");
+    assert!(err[0].starts_with("warning: FCM_LOG=\"verbose\""), "{out}");
+    assert!(
+        err[1].starts_with("error:") && err[1].contains("--to"),
+        "{out}"
+    );
+}
+
+/// `connection attempt K failed: REASON; retrying in DURATION`, DURATION like `250ms` or `1.2s`.
+fn assert_retry_line(line: &str, k: u32) {
+    let rest = line
+        .strip_prefix(&format!("connection attempt {k} failed: "))
+        .unwrap_or_else(|| panic!("not a retry line: {line:?}"));
+    let (_, delay) = rest
+        .rsplit_once("; retrying in ")
+        .unwrap_or_else(|| panic!("no delay: {line:?}"));
+    let number = delay
+        .strip_suffix("ms")
+        .map(|n| (n, false))
+        .or_else(|| delay.strip_suffix('s').map(|n| (n, true)));
+    let ok = match number {
+        Some((n, false)) => n.parse::<u64>().is_ok(),
+        Some((n, true)) => {
+            n.parse::<f64>().is_ok() && n.split_once('.').is_some_and(|(_, f)| f.len() == 1)
+        }
+        None => false,
+    };
+    assert!(ok, "delay not for people: {line:?}");
+}
+
+#[test]
+fn connect_failures_name_the_endpoint_and_stop_after_max_attempts() {
+    // A port nothing listens on: refused at once, twice, then the end.
+    let free = TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = free.local_addr().unwrap().to_string();
+    drop(free);
+    for name in ["fcm_send", "echo_server"] {
+        let mut args = vec!["--endpoint", &closed, "--sender-id", SENDER];
+        args.extend(["--max-connect-attempts", "2"]);
+        if name == "fcm_send" {
+            args.extend(["--to", "t"]);
+        }
+        let out = run(name, &args, Some(KEY));
+        assert_eq!(out.code, Some(1), "{out}");
+        assert!(out.stdout.is_empty(), "{out}");
+        let err = out.stderr_lines();
+        assert_eq!(err.len(), 2, "{out}");
+        assert_retry_line(err[0], 1);
+        assert!(
+            err[1].starts_with(&format!("error: cannot connect to {closed} (2 attempts")),
+            "{out}"
+        );
+    }
+
+    // A server that accepts and never speaks: the handshake timeout ends each attempt.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let keep = Arc::clone(&held);
+    thread::spawn(move || {
+        for s in silent.incoming().take(4).flatten() {
+            keep.lock().unwrap().push(s);
+        }
+    });
+    let started = Instant::now();
+    let out = run(
+        "fcm_send",
+        &[
+            "--endpoint",
+            &addr,
+            "--sender-id",
+            SENDER,
+            "--to",
+            "t",
+            "--handshake-timeout",
+            "0.3",
+            "--max-connect-attempts",
+            "1",
+        ],
+        Some(KEY),
+    );
+    assert_eq!(out.code, Some(1), "{out}");
+    let err = out.stderr_lines();
+    assert_eq!(err.len(), 1, "{out}");
+    assert!(
+        err[0].starts_with(&format!("error: cannot connect to {addr} (1 attempts")),
+        "{out}"
+    );
+    assert!(err[0].contains("timed out"), "{out}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{out}");
+}
+
+#[test]
+fn fcm_send_prints_the_summary_after_a_fatal_error() {
+    let emu = emulator();
+    emu.set_ack_delay(Duration::from_secs(60)); // nothing gets its outcome
+    let ca = TempFile::with("ca.pem", Emulator::cert_pem());
+    let endpoint = endpoint_of(&emu);
+    let mut args = flags(&endpoint, &ca);
+    args.extend([
+        "--to",
+        "device-f",
+        "--count",
+        "5",
+        "--max-connect-attempts",
+        "1",
+    ]);
+    let mut prog = Proc::spawn("fcm_send", &args, Some(KEY));
+    assert_connected(&json_line(&prog.next_line(LIMIT)));
+    assert!(emu.wait_until(LIMIT, |l| l.total_received() == 5));
+    emu.shutdown(); // the connection ends and the one attempt to reconnect fails
+    let out = prog.wait(LIMIT);
+    assert_eq!(out.code, Some(1), "{out}");
+    let lines = out.json();
+    assert_summary(lines.last().unwrap(), 5, 0, 0);
+    let last_err = out.stderr_lines().last().copied().unwrap_or("");
+    assert!(
+        last_err.starts_with(&format!("error: cannot connect to {endpoint}")),
+        "{out}"
+    );
+}
+
+fn json_line(line: &str) -> Object {
+    match json::from_str::<Value>(line) {
+        Ok(Value::Object(o)) => o,
+        _ => panic!("not a JSON object: {line:?}"),
+    }
+}
+
+#[test]
+fn fcm_send_names_the_message_that_is_too_large() {
+    // "big" + 4089 bytes + "seq" + 1 digit = 4096 bytes: messages 0..=9 fit, 10 does not.
+    let big = format!("big={}", "x".repeat(4089));
+    let base = [
+        "--endpoint",
+        "127.0.0.1:9",
+        "--sender-id",
+        SENDER,
+        "--to",
+        "t",
+    ];
+    let mut args = base.to_vec();
+    args.extend(["--data", &big, "--count", "11"]);
+    assert_usage_error("fcm_send", &args, Some(KEY), "message 10 (0-based)");
+    let out = run("fcm_send", &args, Some(KEY));
+    assert!(out.stderr.contains("\"seq\""), "{out}");
+}
+
+#[test]
+fn fcm_send_shows_progress_on_stderr_when_asked() {
+    let emu = emulator();
+    let ca = TempFile::with("ca.pem", Emulator::cert_pem());
+    let endpoint = endpoint_of(&emu);
+    let mut args = flags(&endpoint, &ca);
+    args.extend(["--to", "device-p", "--count", "30", "--progress"]);
+    let out = run("fcm_send", &args, Some(KEY));
+    assert_eq!(out.code, Some(0), "{out}");
+    let last = out.stderr_lines().last().copied().unwrap_or("").to_string();
+    assert!(
+        last.starts_with("progress: 30 sent, 30 acked, 0 nacked, ") && last.contains(" msg/s, "),
+        "{out}"
+    );
+    // Not asked, stderr not a terminal: no progress.
+    let mut args = flags(&endpoint, &ca);
+    args.extend(["--to", "device-p", "--count", "3"]);
+    let out = run("fcm_send", &args, Some(KEY));
+    assert_eq!(out.stderr, "", "{out}");
+}
+
+/// Sends SIGTERM to a running program (by its pid).
+fn terminate(p: &Proc) {
+    let status = Command::new("kill")
+        .args(["-TERM", &p.child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
+
+#[test]
+fn ccs_emulator_plays_devices_for_echo_server_and_sums_up_on_sigterm() {
+    let cert = TempFile::reserve("devices-ca.pem");
+    let stdin = concat!(
+        "{\"from\":\"tablet-2\",\"category\":\"com.example.tab\",\"data\":{\"hello\":\"world\"}}\n",
+        "not json\n",
+        "{\"from\":\"tablet-3\"}\n",
+    );
+    let mut emu = Proc::spawn_with(
+        "ccs_emulator",
+        &[
+            "--listen",
+            "localhost:0",
+            "--sender-id",
+            SENDER,
+            "--cert-out",
+            cert.path(),
+            "--upstream-count",
+            "3",
+            "--upstream-rate",
+            "200/s",
+            "--upstream-from",
+            "phone-1",
+            "--upstream-data",
+            "k=v",
+            "--stdin",
+            "--reject",
+            "gone=NOT_A_CODE",
+        ],
+        Some(KEY),
+        &[],
+        Some(stdin.as_bytes()),
+    );
+    let addr = listening_addr(&emu.next_line(LIMIT));
+    assert_eq!(
+        addr.ip().to_string(),
+        "127.0.0.1",
+        "localhost resolved to IPv4"
+    );
+    let _ = emu.next_line(LIMIT);
+    let endpoint = addr.to_string();
+    let mut args = flags(&endpoint, &cert);
+    args.extend(["--max-upstream", "5"]);
+    let out = run("echo_server", &args, Some(KEY));
+    assert_eq!(out.code, Some(0), "{out}");
+    let lines = out.json();
+    let upstream: Vec<&Object> = lines.iter().filter(|o| event(o) == "upstream").collect();
+    assert_eq!(upstream.len(), 5, "{out}");
+    let mut seqs = Vec::new();
+    for u in &upstream {
+        let data = string_map(u.get("data"));
+        match str_of(u, "from") {
+            "phone-1" => {
+                assert_eq!(str_of(u, "category"), "com.example.app");
+                assert_eq!(data["k"], "v");
+                seqs.push(data["seq"].clone());
+            }
+            "tablet-2" => {
+                assert_eq!(str_of(u, "category"), "com.example.tab");
+                assert_eq!(data, map(&[("hello", "world")]));
+            }
+            "tablet-3" => assert!(data.is_empty()),
+            other => panic!("from {other}\n{out}"),
+        }
+    }
+    seqs.sort();
+    assert_eq!(seqs, ["0", "1", "2"], "{out}");
+    assert_eq!(distinct(&ids_of(&lines, "ack")).len(), 5, "{out}");
+
+    // Wait for the echoes to show in the emulator's output, then stop it with SIGTERM.
+    let deadline = Instant::now() + LIMIT;
+    let mut acks = 0;
+    while acks < 5 {
+        let line = emu.next_line(deadline.saturating_duration_since(Instant::now()));
+        if line.ends_with(": ack") {
+            acks += 1;
+        }
+    }
+    terminate(&emu);
+    let done = emu.wait(LIMIT);
+    assert_eq!(done.code, Some(0), "{done}");
+    let last = done.stdout.last().unwrap();
+    assert_eq!(
+        last,
+        "stopped: 1 connections, 5 downstream received, 5 acked, 0 nacked, 5 upstream sent, 5 upstream acked",
+        "{done}"
+    );
+    let err = done.stderr_lines();
+    assert!(
+        err.iter()
+            .any(|l| l.starts_with("warning: --reject gone=NOT_A_CODE")),
+        "{done}"
+    );
+    assert!(
+        err.iter()
+            .any(|l| l.starts_with("warning: stdin line 2: not a JSON object")),
+        "{done}"
+    );
+}
+
+#[test]
+fn ccs_emulator_serves_a_user_supplied_certificate() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let cert_path = root.join("other_name-cert.pem");
+    let key_path = root.join("other_name-key.pem");
+    let out_cert = TempFile::reserve("user-ca.pem");
+    let mut emu = Proc::spawn(
+        "ccs_emulator",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--cert",
+            cert_path.to_str().unwrap(),
+            "--key",
+            key_path.to_str().unwrap(),
+            "--cert-out",
+            out_cert.path(),
+        ],
+        Some(KEY),
+    );
+    let addr = listening_addr(&emu.next_line(LIMIT));
+    assert_eq!(
+        std::fs::read(&out_cert.0).unwrap(),
+        std::fs::read(&cert_path).unwrap(),
+        "--cert-out writes the certificate served"
+    );
+    // That certificate names other.example, so a client dialling 127.0.0.1 refuses it
+    // (the bundled identity would have been accepted).
+    let endpoint = addr.to_string();
+    let mut args = flags(&endpoint, &out_cert);
+    args.extend(["--to", "t"]);
+    let out = run("fcm_send", &args, Some(KEY));
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stderr.contains("certificate"), "{out}");
+    terminate(&emu);
+    assert_eq!(emu.wait(LIMIT).code, Some(0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The docs' shell snippets, run as written
+
+/// The ```sh blocks of a Markdown file, each with the ```text block right after it (the
+/// output it prints), if any.
+fn snippets(markdown: &str) -> Vec<(String, Option<String>)> {
+    let mut blocks: Vec<(String, String)> = Vec::new(); // (language, body)
+    let mut lines = markdown.lines();
+    while let Some(line) = lines.next() {
+        if let Some(lang) = line.strip_prefix("```") {
+            let body: Vec<&str> = lines
+                .by_ref()
+                .take_while(|l| !l.starts_with("```"))
+                .collect();
+            blocks.push((lang.trim().to_string(), body.join("\n")));
+        }
+    }
+    let mut out = Vec::new();
+    for (i, (lang, body)) in blocks.iter().enumerate() {
+        if lang == "sh" {
+            let expected = blocks
+                .get(i + 1)
+                .filter(|(l, _)| l == "text")
+                .map(|(_, b)| b.clone());
+            out.push((body.clone(), expected));
+        }
+    }
+    out
+}
+
+/// The snippet as the test runs it: the examples are already built (`cargo test` built
+/// them; cargo cannot run inside its own test run), so `cargo build --examples` lines go,
+/// `cargo run --example NAME ... [--]` and `target/debug/examples` point at the built
+/// programs, `cargo test` (this run) is left out; port 5235 becomes a free port and `/tmp/`
+/// a directory of this test.
+fn as_run(snippet: &str, examples: &str, port: u16, tmp: &str) -> String {
+    let mut out = String::new();
+    for line in snippet.lines() {
+        let cmd = line.split("  #").next().unwrap_or(line).trim_end();
+        if cmd.starts_with("cargo build") || cmd.starts_with("cargo test") {
+            continue;
+        }
+        let line = match cmd.strip_prefix("cargo run --example ") {
+            Some(rest) => {
+                let (name, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+                let rest = rest.trim_start_matches("--features emulator").trim_start();
+                let rest = rest.strip_prefix("--").unwrap_or(rest);
+                format!("target/debug/examples/{name}{rest}")
+            }
+            None => line.to_string(),
+        };
+        let line = line
+            .replace("target/debug/examples", examples)
+            .replace(":5235", &format!(":{port}"))
+            .replace("/tmp/", &format!("{tmp}/"));
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+/// `text` matches `pattern`, where `…` in the pattern stands for any text.
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('…').collect();
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if parts.len() == 1 {
+        return text == pattern;
+    }
+    if !text.starts_with(first) || !text[first.len()..].ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(at) => rest = &rest[at + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Runs one snippet with bash in its own process group (killed whole if it overruns).
+fn run_snippet(script: &str) -> Finished {
+    use std::os::unix::process::CommandExt;
+    let mut child = Command::new("bash")
+        .args(["-c", script])
+        .env_remove("FCM_LOG")
+        .env_remove("FCM_SERVER_KEY")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run bash");
+    let pid = child.id();
+    let (mut so, mut se) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let outs = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = so.read_to_string(&mut s);
+        s
+    });
+    let errs = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = se.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        match child.try_wait().expect("try_wait") {
+            Some(s) => break Some(s),
+            None if Instant::now() >= deadline => break None,
+            None => thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    // Whatever the snippet left behind goes with its group.
+    let _ = Command::new("kill")
+        .args(["-KILL", &format!("-{pid}")])
+        .status();
+    let _ = child.wait();
+    Finished {
+        name: "snippet".to_string(),
+        code: status.and_then(|s| s.code()),
+        stdout: outs.join().unwrap().lines().map(String::from).collect(),
+        stderr: errs.join().unwrap(),
+    }
+}
+
+#[test]
+fn the_readme_snippets_run_as_written() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let examples = example("fcm_send").parent().unwrap().display().to_string();
+    let mut ran = 0;
+    for file in ["README.md", "examples/README.md"] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        for (i, (snippet, expected)) in snippets(&text).into_iter().enumerate() {
+            let tmp = TempDir::new(&format!("snippet-{i}"));
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let script = as_run(&snippet, &examples, port, tmp.path());
+            let out = run_snippet(&script);
+            let context = format!("{file} snippet {i}:\n{script}\n{out}");
+            assert_eq!(out.code, Some(0), "{context}");
+            assert!(
+                !out.stderr.contains("command not found") && !out.stderr.contains("No such file"),
+                "{context}"
+            );
+            if let Some(expected) = expected {
+                let want: Vec<&str> = expected.lines().collect();
+                let mut unused: Vec<&str> = out.stdout.iter().map(String::as_str).collect();
+                for w in &want {
+                    let w = w.replace(":5235", &format!(":{port}"));
+                    let at = unused.iter().position(|line| glob_match(&w, line));
+                    let at = at.unwrap_or_else(|| panic!("no output line like {w:?}\n{context}"));
+                    unused.remove(at);
+                }
+                assert!(
+                    unused.is_empty(),
+                    "lines the docs do not show: {unused:?}\n{context}"
+                );
+            }
+            ran += 1;
+        }
+    }
+    // The opening block of README.md, the whole loop, and examples/README.md's recipe.
+    assert_eq!(ran, 3);
+}
+
+/// A directory in the temp directory, removed with its contents on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let f = TempFile::reserve(tag);
+        let path = f.0.clone();
+        drop(f);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().expect("utf-8 temp path")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn glob_match_is_strict_outside_the_ellipsis() {
+    assert!(glob_match("a…c", "abbbc"));
+    assert!(glob_match("{\"x\":…,\"y\":…}", "{\"x\":1,\"y\":2}"));
+    assert!(!glob_match("a…c", "abbb"));
+    assert!(!glob_match("abc", "abcd"));
+    assert!(glob_match("…", ""));
 }

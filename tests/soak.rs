@@ -57,13 +57,15 @@ fn soak_a_million_messages_through_faults() {
     common::init_logging();
     let (rss0, threads0, fds0) = process_stats();
 
-    let emu = Emulator::builder()
-        .sender_id("123456789012")
-        .server_key("soak-key")
-        .record_ids(false) // counts only: the ledger must not grow with the test
-        .drain_grace(Duration::from_millis(50))
-        .start()
-        .unwrap();
+    // The judge sees the first MiB the clients write: recording must not grow RSS either.
+    let emu = common::judged_recording(
+        Emulator::builder()
+            .sender_id("123456789012")
+            .server_key("soak-key")
+            .record_ids(false) // counts only: the ledger must not grow with the test
+            .drain_grace(Duration::from_millis(50)),
+        1 << 20,
+    );
     // One message in 50 is throttled once with SERVICE_UNAVAILABLE.
     emu.transient_nacks(
         |id| {

@@ -14,7 +14,22 @@ use std::io::{self, Read};
 
 use fcm_xmpp::event::write_ack_json;
 use fcm_xmpp::xml::{write_element, Element, Node, Packet, ReaderLimits, StanzaReader};
-use fcm_xmpp::{Event, Message, Notification, Priority, XmlError};
+use fcm_xmpp::{AckRefusal, Event, Message, Notification, Priority, XmlError};
+
+/// The stanza error in an event, and whether it came as a refused ack.
+fn stanza_error_of(ev: &Event) -> Option<(&fcm_xmpp::StanzaError, bool)> {
+    match ev {
+        Event::StanzaError(se) => Some((se, false)),
+        Event::AckRefused(a) => match &a.reason {
+            AckRefusal::StanzaError(se) => {
+                assert_eq!(a.message_id, se.message_id);
+                Some((se, true))
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
 
 const NS_CLIENT: &str = "jabber:client";
 const NS_GCM: &str = "google:mobile:data";
@@ -242,10 +257,10 @@ fn condition_name(s: &str) -> String {
     }
 }
 
-/// Checks what must hold for any event parsed from JSON: `to_json` parses
+/// Checks what must hold for any event parsed from JSON: `emulator::event_json` parses
 /// back to the same event, and the ack for it (if any) is an ack for it.
 pub fn check_event_round_trip(ev: &Event) {
-    let text = ev.to_json();
+    let text = fcm_xmpp::emulator::event_json(ev);
     match Event::from_json(&text) {
         Ok(back) => assert_eq!(&back, ev, "{text}"),
         Err(e) => panic!("{ev:?} wrote {text:?}, which does not parse: {e}"),
@@ -267,11 +282,12 @@ pub fn check_event_round_trip(ev: &Event) {
 /// the `<error>` `code` and `type`, the condition and the `<text>` of an
 /// error stanza around it (missing parts are left out).
 ///
-/// Never panics; a parsed event round-trips through `to_json`; the payload
+/// Never panics; a parsed event round-trips through `emulator::event_json`; the payload
 /// in a `<message>` stanza gives the same result as on its own, also after
 /// writing the stanza as XML and reading it back; an error stanza always
-/// gives a stanza error that round-trips through `StanzaError::to_stanza`,
-/// also through XML.
+/// gives a stanza error (as an `Event::AckRefused` exactly when it is about
+/// one of our acks) that round-trips through `emulator::stanza_error_element`, also
+/// through XML.
 pub fn check_event(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let mut parts = text.split('\u{1f}');
@@ -280,11 +296,15 @@ pub fn check_event(data: &[u8]) {
     if let Ok(ev) = &parsed {
         check_event_round_trip(ev);
     }
-    // The writer turns U+0000, which XML cannot carry, into U+FFFD (in the
-    // payload and in every attribute and text made of the input).
-    let xml_ok = !text.contains('\0');
+    // The writer turns the characters XML 1.0 forbids, which no XML can carry,
+    // into U+FFFD (in the payload and in every attribute and text made of the
+    // input).
+    let xml_ok = !text.chars().any(|c| {
+        !matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+    });
 
-    // The payload in the two wrappers CCS uses (PROTOCOL.md §4).
+    // The payload in the two wrappers CCS uses (see `fcm_xmpp::protocol`,
+    // section Reading stanzas).
     let gcm = Element::new("gcm", NS_GCM).with_text(json);
     let expected = parsed.clone().map(Some);
     for msg in [
@@ -306,7 +326,8 @@ pub fn check_event(data: &[u8]) {
         }
     }
 
-    // An error stanza echoing the payload (PROTOCOL.md §9).
+    // An error stanza echoing the payload (see `fcm_xmpp::protocol`, section
+    // Stanza and stream errors).
     let mut msg = Element::new("message", NS_CLIENT);
     let id = parts.next();
     if let Some(id) = id {
@@ -326,15 +347,36 @@ pub fn check_event(data: &[u8]) {
         err.push(Node::Element(Element::new("text", NS_STANZAS).with_text(t)));
     }
     let msg = msg.with_child(gcm).with_child(err);
-    let se = match Event::from_stanza(&msg) {
-        Ok(Some(Event::StanzaError(se))) => se,
-        other => panic!("error stanza {msg:?} gave {other:?}"),
+    // About one of our acks (an `fx-ack-` id, or no id and an echoed ack):
+    // a refused ack, never a plain stanza error.
+    let first = Event::from_stanza(&msg);
+    let (se, about_ack) = match first
+        .as_ref()
+        .ok()
+        .and_then(|e| e.as_ref())
+        .and_then(stanza_error_of)
+    {
+        Some((se, about_ack)) => (se.clone(), about_ack),
+        None => panic!("error stanza {msg:?} gave {first:?}"),
     };
+    if let Some(id) = id {
+        assert_eq!(about_ack, id.starts_with("fx-ack-"), "{msg:?}");
+    }
     assert_eq!(se.id.as_deref(), id);
     for echo in [Some(json), None] {
-        let el = se.to_stanza(echo);
+        let el = fcm_xmpp::emulator::stanza_error_element(&se, echo);
         let back = Event::from_stanza(&el);
-        assert_eq!(back, Ok(Some(Event::StanzaError(se.clone()))), "{el:?}");
+        // The stub echoed without a payload is no ack: only the id tells then.
+        let want_ack = match echo {
+            Some(_) => about_ack,
+            None => id.is_some_and(|id| id.starts_with("fx-ack-")),
+        };
+        let got = back
+            .as_ref()
+            .ok()
+            .and_then(|e| e.as_ref())
+            .and_then(stanza_error_of);
+        assert_eq!(got, Some((&se, want_ack)), "{el:?}");
         if xml_ok {
             let reread = write_and_reread(&el).expect("a written stanza reads back");
             assert_eq!(Event::from_stanza(&reread), back);

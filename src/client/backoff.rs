@@ -5,9 +5,10 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
-/// Exponential backoff: `initial * 2^(attempt-1)`, capped at `max`, with
-/// "equal jitter" (a random point in the upper half), so a retry never comes
-/// sooner than half the nominal delay.
+/// Exponential backoff: `initial * 2^(attempt-1)`, capped at `max`, plus a
+/// random jitter of up to half that nominal delay. Jitter only ever adds: a
+/// retry never comes sooner than its nominal delay (CCS asks for "exponential
+/// backoff with an initial delay of 1 second").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Backoff {
@@ -32,16 +33,21 @@ impl Backoff {
             .min(self.max)
     }
 
-    /// The jittered delay: uniformly in `[nominal/2, nominal]`.
+    /// The jittered delay: uniformly in `[nominal, nominal * 1.5]`.
     pub fn delay(&self, attempt: u32) -> Duration {
+        self.delay_with(attempt, random_u64())
+    }
+
+    /// The delay with the jitter drawn from `random` (any value): `nominal`
+    /// plus `random` mod (`nominal / 2` + 1 ns). For deterministic schedules.
+    pub fn delay_with(&self, attempt: u32, random: u64) -> Duration {
         let n = self.nominal(attempt);
-        let half = n / 2;
-        let span = (n - half).as_nanos() as u64;
-        half + Duration::from_nanos(if span == 0 {
-            0
-        } else {
-            random_u64() % (span + 1)
-        })
+        let span = u64::try_from((n / 2).as_nanos()).unwrap_or(u64::MAX);
+        let extra = match span.checked_add(1) {
+            Some(m) => random % m,
+            None => random,
+        };
+        n.saturating_add(Duration::from_nanos(extra))
     }
 }
 
@@ -86,19 +92,35 @@ mod tests {
     }
 
     #[test]
-    fn jitter_stays_in_the_upper_half() {
+    fn jitter_only_adds() {
         let b = Backoff::default();
         let mut seen_low = false;
         let mut seen_high = false;
         for _ in 0..2000 {
             let d = b.delay(3);
             assert!(
-                d >= Duration::from_secs(2) && d <= Duration::from_secs(4),
+                d >= Duration::from_secs(4) && d <= Duration::from_secs(6),
                 "{d:?}"
             );
-            seen_low |= d < Duration::from_millis(2500);
-            seen_high |= d > Duration::from_millis(3500);
+            seen_low |= d < Duration::from_millis(4500);
+            seen_high |= d > Duration::from_millis(5500);
         }
         assert!(seen_low && seen_high, "jitter should spread over the range");
+        // The first retry of the default backoff: never before 1 s.
+        for r in [0, 1, u64::MAX / 2, u64::MAX] {
+            let d = b.delay_with(1, r);
+            assert!(
+                d >= Duration::from_secs(1) && d <= Duration::from_millis(1500),
+                "{d:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn extreme_values_saturate() {
+        let b = Backoff::new(Duration::MAX, Duration::MAX);
+        assert_eq!(b.delay_with(u32::MAX, u64::MAX), Duration::MAX);
+        let z = Backoff::new(Duration::ZERO, Duration::ZERO);
+        assert_eq!(z.delay_with(7, 12345), Duration::ZERO);
     }
 }

@@ -7,6 +7,9 @@
 //! [`Client::shutdown`] returns. Nothing vanishes.
 
 mod backoff;
+pub mod engine;
+mod link;
+mod policy;
 mod shared;
 mod worker;
 
@@ -19,6 +22,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 pub use backoff::Backoff;
+pub use link::{Connector, Link, TlsConnector};
 
 use crate::config::Config;
 use crate::error::{Error, InvalidMessage, Result};
@@ -73,6 +77,14 @@ pub struct ClientConfig {
     pub max_unread_events: usize,
     /// How long dropping the last handle waits for pending messages. Default 10 s.
     pub drop_timeout: Duration,
+    /// A connection that ends sooner than this after it was established
+    /// counts as a failed attempt (the next one waits for the reconnect
+    /// backoff); one that lived longer is replaced at once. Default 10 s.
+    pub stable_after: Duration,
+    /// A message in flight on this many lost connections is returned
+    /// ([`ReturnReason::ConnectionsLost`]): it is most likely what kills
+    /// them. From its second loss on it is sent alone. Default 4.
+    pub max_losses: u32,
 }
 
 impl ClientConfig {
@@ -93,6 +105,8 @@ impl ClientConfig {
             drain_timeout: Duration::from_secs(300),
             max_unread_events: 100_000,
             drop_timeout: Duration::from_secs(10),
+            stable_after: Duration::from_secs(10),
+            max_losses: 4,
         }
     }
 
@@ -161,6 +175,16 @@ impl ClientConfig {
         self.drop_timeout = d;
         self
     }
+    /// Sets [`ClientConfig::stable_after`].
+    pub fn stable_after(mut self, d: Duration) -> Self {
+        self.stable_after = d;
+        self
+    }
+    /// Sets [`ClientConfig::max_losses`].
+    pub fn max_losses(mut self, n: u32) -> Self {
+        self.max_losses = n;
+        self
+    }
 
     fn validate(&self) -> Result<()> {
         self.connection.validate()?;
@@ -182,6 +206,17 @@ impl ClientConfig {
         if self.max_unread_events == 0 {
             return bad("max_unread_events", "must be at least 1");
         }
+        if self.max_losses == 0 {
+            return bad("max_losses", "must be at least 1");
+        }
+        if self.retry_backoff.initial.is_zero() {
+            return bad("retry_backoff", "the initial delay must not be zero");
+        }
+        if self.retry_backoff.max < self.retry_backoff.initial
+            || self.reconnect_backoff.max < self.reconnect_backoff.initial
+        {
+            return bad("retry_backoff", "max must be at least initial");
+        }
         Ok(())
     }
 }
@@ -194,6 +229,9 @@ pub enum Rejection {
     Nack(Nack),
     /// A stanza error (e.g. 400 bad-request).
     StanzaError(StanzaError),
+    /// The connection refused to write it (validated at `send`; seen only
+    /// if a connection's own check disagrees).
+    Invalid(InvalidMessage),
 }
 
 impl fmt::Display for Rejection {
@@ -201,28 +239,50 @@ impl fmt::Display for Rejection {
         match self {
             Rejection::Nack(n) => f.write_str(n.code.as_str()),
             Rejection::StanzaError(e) => write!(f, "stanza error {}", e.condition),
+            Rejection::Invalid(e) => write!(f, "invalid: {e}"),
         }
     }
 }
 
 /// Why a message is handed back unsent.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum ReturnReason {
     /// Retried `max_retries` times; the last NACK code.
     RetriesExhausted(NackCode),
-    /// The client stopped for good (authentication refused, bad config): the
-    /// error text.
-    Fatal(String),
+    /// The client stopped for good (authentication refused, certificate
+    /// refused, a worker thread failed): the error.
+    Fatal(Arc<Error>),
+    /// The message was in flight on this many lost connections
+    /// ([`ClientConfig::max_losses`]); it may be what kills them.
+    ConnectionsLost(u32),
     /// The last handle was dropped before the message got an outcome.
     ClientDropped,
 }
+
+impl PartialEq for ReturnReason {
+    fn eq(&self, other: &Self) -> bool {
+        use ReturnReason::*;
+        match (self, other) {
+            (RetriesExhausted(a), RetriesExhausted(b)) => a == b,
+            // Errors are not comparable; the same text is the same reason.
+            (Fatal(a), Fatal(b)) => a.to_string() == b.to_string(),
+            (ConnectionsLost(a), ConnectionsLost(b)) => a == b,
+            (ClientDropped, ClientDropped) => true,
+            _ => false,
+        }
+    }
+}
+impl Eq for ReturnReason {}
 
 impl fmt::Display for ReturnReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ReturnReason::RetriesExhausted(code) => write!(f, "retries exhausted ({code})"),
             ReturnReason::Fatal(e) => write!(f, "client stopped: {e}"),
+            ReturnReason::ConnectionsLost(n) => {
+                write!(f, "in flight on {n} lost connections")
+            }
             ReturnReason::ClientDropped => f.write_str("client dropped"),
         }
     }
@@ -306,12 +366,13 @@ pub enum ClientEvent {
         slot: usize,
         /// The connection's JID.
         jid: String,
-        /// What ended it.
-        error: String,
+        /// What ended it ([`Error::Closed`] when we closed it ourselves).
+        error: Arc<Error>,
         /// How many pending messages go to be resent.
         resent: usize,
     },
-    /// A connection attempt failed; the next one is after `delay`.
+    /// A connection attempt failed (or a connection ended sooner than
+    /// [`ClientConfig::stable_after`]); the next attempt is after `delay`.
     Reconnecting {
         /// Which pool slot.
         slot: usize,
@@ -319,14 +380,14 @@ pub enum ClientEvent {
         attempt: u32,
         /// Wait before the next attempt.
         delay: Duration,
-        /// Why the attempt failed.
-        error: String,
+        /// Why the attempt failed (or what ended a short-lived connection).
+        error: Arc<Error>,
     },
     /// The client stopped for good (authentication refused, certificate
     /// refused, bad config). Reported once; queued messages are returned.
     Fatal {
         /// The error.
-        error: Error,
+        error: Arc<Error>,
     },
     /// Any other event from the server (unknown control or message types).
     Other(Event),
@@ -518,6 +579,10 @@ struct Inner {
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
+/// How long past its deadline [`Client::shutdown`] waits for worker threads
+/// before it returns anyway (they end on their own soon after).
+const SHUTDOWN_MARGIN: Duration = Duration::from_millis(100);
+
 impl Client {
     /// Starts the worker threads (one per connection) and returns the handle
     /// and the event stream. Connections are opened in the background; watch
@@ -526,16 +591,42 @@ impl Client {
     /// # Errors
     /// [`Error::InvalidConfig`]; [`Error::Io`] if a thread cannot be spawned.
     pub fn start(config: ClientConfig) -> Result<(Client, Events)> {
+        let connector = TlsConnector::new(config.connection.clone());
+        Client::start_with(config, connector)
+    }
+
+    /// Like [`start`](Self::start), but reaches the network through
+    /// `connector`: for example in-memory connections to a simulated server.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub fn start_with(
+        config: ClientConfig,
+        connector: impl Connector + 'static,
+    ) -> Result<(Client, Events)> {
         config.validate()?;
         let (tx, rx) = mpsc::channel();
-        let shared = Arc::new(Shared::new(config, tx));
+        let seed = backoff::random_u64();
+        let shared = Arc::new(Shared::new(config, Box::new(connector), tx, seed));
         let mut threads = Vec::new();
         for slot in 0..shared.cfg.connections {
             let s = Arc::clone(&shared);
-            let h = thread::Builder::new()
+            shared.thread_started();
+            let spawned = thread::Builder::new()
                 .name(format!("fcm-xmpp-conn-{slot}"))
-                .spawn(move || worker::run_slot(s, slot))?;
-            threads.push(h);
+                .spawn(move || worker::run_slot(s, slot));
+            match spawned {
+                Ok(h) => threads.push(h),
+                Err(e) => {
+                    shared.thread_ended();
+                    shared.engine().shutdown(Instant::now());
+                    shared.notify_changed();
+                    for t in threads {
+                        let _ = t.join();
+                    }
+                    return Err(e.into());
+                }
+            }
         }
         let events = Events {
             rx,
@@ -560,7 +651,8 @@ impl Client {
         self.send_timeout(message, t)
     }
 
-    /// Queues a message, waiting up to `timeout` for queue space.
+    /// Queues a message, waiting up to `timeout` for queue space (any
+    /// duration; a huge one waits as long as it takes).
     ///
     /// # Errors
     /// As [`send`](Self::send).
@@ -571,7 +663,7 @@ impl Client {
     ) -> std::result::Result<String, SendError> {
         self.inner
             .shared
-            .submit(message, Some(Instant::now() + timeout))
+            .submit(message, Some(engine::later(Instant::now(), timeout)))
     }
 
     /// Queues a message only if there is room now; never blocks.
@@ -583,11 +675,13 @@ impl Client {
     }
 
     /// Acks an upstream message or receipt (manual ack mode) on the
-    /// connection it arrived on.
+    /// connection it arrived on, and returns once the ack is written.
     ///
     /// # Errors
-    /// [`Error::Closed`] when that connection is gone: CCS will deliver the
-    /// message again on another connection.
+    /// [`Error::Closed`] when that connection ended before the ack was
+    /// written: CCS will deliver the message again on another connection.
+    /// [`Error::Timeout`]`(Phase::Write)` if it was not written within the
+    /// write timeout.
     pub fn ack(&self, handle: &AckHandle) -> Result<()> {
         self.inner.shared.manual_ack(handle)
     }
@@ -598,9 +692,11 @@ impl Client {
     }
 
     /// Stops accepting messages, waits until every pending and queued message
-    /// has an outcome or `timeout` passed, closes every stream cleanly and
-    /// returns the messages that never got an outcome, in the order they were
-    /// sent. Applies to every clone of this handle.
+    /// has an outcome or `timeout` passed, closes every stream and returns
+    /// the messages that never got an outcome, in the order they were
+    /// accepted. Nothing new is written after the deadline, and the call
+    /// returns soon after it (a connection attempt or close in progress is
+    /// cut short). Applies to every clone of this handle.
     pub fn shutdown(self, timeout: Duration) -> Vec<Message> {
         let left = self.inner.shutdown(timeout);
         self.inner.shared.close_events();
@@ -610,19 +706,39 @@ impl Client {
 
 impl Inner {
     fn shutdown(&self, timeout: Duration) -> Vec<Message> {
-        self.shared.begin_shutdown(Instant::now() + timeout);
+        let deadline = engine::later(Instant::now(), timeout);
+        self.shared.engine().shutdown(deadline);
+        self.shared.notify_changed();
+        self.shared.notify_space();
+        let until = engine::later(deadline, SHUTDOWN_MARGIN);
+        let all_ended = self.shared.wait_threads(until);
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
         for t in threads {
-            let _ = t.join();
+            if all_ended || t.is_finished() {
+                let _ = t.join();
+            }
         }
-        self.shared.join_drainers();
-        self.shared.take_leftovers()
+        if !all_ended {
+            log::warn!(
+                "shutdown: worker threads still busy at the deadline; left to end on their own"
+            );
+        }
+        let mut events = Vec::new();
+        let left = {
+            let mut eng = self.shared.engine();
+            let left = eng.finish();
+            eng.take_events(&mut events);
+            left
+        };
+        self.shared.emit(&mut events);
+        self.shared.notify_changed();
+        left
     }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if self.shared.is_shut_down() {
+        if self.shared.engine().is_finished() {
             return;
         }
         let left = self.shutdown(self.shared.cfg.drop_timeout);
@@ -631,7 +747,14 @@ impl Drop for Inner {
                 "client dropped without shutdown: {} messages returned as events",
                 left.len()
             );
-            self.shared.emit_returned(left, ReturnReason::ClientDropped);
+            let mut events: Vec<ClientEvent> = left
+                .into_iter()
+                .map(|message| ClientEvent::Returned {
+                    message,
+                    reason: ReturnReason::ClientDropped,
+                })
+                .collect();
+            self.shared.emit(&mut events);
         }
         self.shared.close_events();
     }

@@ -1,7 +1,9 @@
 //! A local CCS server for tests, demos and users' own tests (cargo feature `emulator`).
 //!
 //! [`Emulator`] is a real server: a [`TcpListener`] wrapped with a native-tls acceptor, one
-//! thread per connection, speaking the CCS wire protocol (PROTOCOL.md §3-§14) and validating
+//! thread per connection, speaking the CCS wire protocol ([`crate::protocol`], from the
+//! [handshake](crate::protocol#handshake) on; what it reproduces is listed under
+//! [emulator fidelity](crate::protocol#emulator-fidelity)) and validating
 //! what clients send as CCS does. Tests script it while it runs (rejected tokens, transient
 //! NACKs, delayed ACKs, upstream injection, draining, abrupt drops, raw bytes) and read back a
 //! [`Ledger`] of everything it saw.
@@ -45,6 +47,7 @@
 //! the X-OAUTH2 / X-GOOGLE-TOKEN mechanisms (offered, and accepted with the same
 //! `\0user\0key` payload as PLAIN).
 
+mod json;
 mod ledger;
 mod outbound;
 mod script;
@@ -55,7 +58,7 @@ mod wire;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -63,9 +66,10 @@ use std::time::{Duration, Instant};
 
 use native_tls::{Identity, TlsAcceptor};
 
-use crate::config::{Config, Endpoint};
+use crate::config::{Config, Endpoint, ServerKey};
 use crate::event::NackCode;
 
+pub use json::{event_json, stanza_error_element, write_event_json};
 pub use ledger::{ConnLedger, Ledger};
 
 use outbound::OutKind;
@@ -81,7 +85,8 @@ const KEY_PEM: &[u8] = include_bytes!("testdata/key.pem");
 /// pushes past this (ten times the CCS window) gets a `policy-violation` stream error.
 pub const MAX_DELAYED: usize = 1000;
 
-/// The CCS limit of pending downstream messages per connection (PROTOCOL.md §10).
+/// The CCS limit of pending downstream messages per connection
+/// ([protocol: flow control](crate::protocol#flow-control)).
 pub const WINDOW: usize = 100;
 
 /// The shortest [`EmulatorBuilder::poll_interval`].
@@ -272,11 +277,36 @@ impl fmt::Display for EmulatorEvent {
     }
 }
 
+/// What one client connection wrote, recorded when
+/// [`EmulatorBuilder::record_client_bytes`] is on. `Debug` shows sizes only: the bytes hold
+/// the SASL exchange.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientBytes {
+    /// The connection.
+    pub conn: ConnId,
+    /// Every byte the client wrote, in order (or the first ones, see `complete`).
+    pub bytes: Vec<u8>,
+    /// False when the recording budget ran out during this connection: `bytes` is a prefix.
+    pub complete: bool,
+}
+
+impl fmt::Debug for ClientBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBytes")
+            .field("conn", &self.conn)
+            .field("len", &self.bytes.len())
+            .field("complete", &self.complete)
+            .finish()
+    }
+}
+
 /// Configures and starts an [`Emulator`].
 #[derive(Debug, Clone)]
 pub struct EmulatorBuilder {
     sender_id: String,
-    server_key: String,
+    /// Redacted in `Debug` (a [`ServerKey`]).
+    server_key: ServerKey,
     bind: SocketAddr,
     keepalive: Duration,
     drain_grace: Duration,
@@ -287,13 +317,31 @@ pub struct EmulatorBuilder {
     max_connections: usize,
     poll: Duration,
     observer: Option<Sender<EmulatorEvent>>,
+    record_client_bytes: usize,
+    identity: Option<IdentityPem>,
+}
+
+/// A certificate chain and its private key, PEM; `Debug` leaves the key out.
+#[derive(Clone)]
+struct IdentityPem {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+}
+
+impl fmt::Debug for IdentityPem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdentityPem")
+            .field("cert", &format_args!("{} bytes", self.cert.len()))
+            .field("key", &format_args!("<redacted>"))
+            .finish()
+    }
 }
 
 impl Default for EmulatorBuilder {
     fn default() -> Self {
         EmulatorBuilder {
             sender_id: "123456789012".to_string(),
-            server_key: "emulator-server-key".to_string(),
+            server_key: ServerKey::new("emulator-server-key"),
             bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             keepalive: Duration::from_secs(30),
             drain_grace: Duration::from_millis(200),
@@ -304,6 +352,8 @@ impl Default for EmulatorBuilder {
             max_connections: 1000,
             poll: Duration::from_millis(5),
             observer: None,
+            record_client_bytes: 0,
+            identity: None,
         }
     }
 }
@@ -317,7 +367,7 @@ impl EmulatorBuilder {
 
     /// The server key clients must present. Default `emulator-server-key`.
     pub fn server_key(mut self, key: impl Into<String>) -> Self {
-        self.server_key = key.into();
+        self.server_key = ServerKey::new(key);
         self
     }
 
@@ -391,12 +441,49 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Record every byte clients write, up to `max_bytes` over all connections together
+    /// (default 0: off). Read the recordings with [`Emulator::client_bytes`]; a test can pass
+    /// them through an XML parser of its own to judge the client's wire independently of
+    /// this emulator's reader. The recordings hold the SASL exchange, so the server key in
+    /// base64: keep them out of logs.
+    pub fn record_client_bytes(mut self, max_bytes: usize) -> Self {
+        self.record_client_bytes = max_bytes;
+        self
+    }
+
+    /// Serve this certificate (PEM: the server certificate, then any intermediates)
+    /// and its PKCS#8 private key (PEM, `-----BEGIN PRIVATE KEY-----`) instead of the
+    /// bundled test identity ([`Emulator::cert_pem`]). Clients must then trust the
+    /// issuer of `cert_pem`. The key never appears in `Debug` output.
+    pub fn identity_pem(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.identity = Some(IdentityPem {
+            cert: cert_pem.into(),
+            key: key_pem.into(),
+        });
+        self
+    }
+
     /// Binds the listener and starts accepting connections.
     ///
     /// # Errors
-    /// The bind error, or an `io::Error` if the TLS identity or a thread cannot be set up.
+    /// The bind error, or an `io::Error` of kind `InvalidInput` if the TLS identity
+    /// (the bundled one, or the one given to [`EmulatorBuilder::identity_pem`]) does
+    /// not load, or an `io::Error` if a thread cannot be set up.
     pub fn start(self) -> io::Result<Emulator> {
-        let identity = Identity::from_pkcs8(CERT_PEM, KEY_PEM).map_err(io::Error::other)?;
+        let identity = match &self.identity {
+            Some(id) => Identity::from_pkcs8(&id.cert, &id.key),
+            None => Identity::from_pkcs8(CERT_PEM, KEY_PEM),
+        }
+        .map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("tls certificate and key do not load: {e}"),
+            )
+        })?;
         let acceptor = TlsAcceptor::new(identity).map_err(io::Error::other)?;
         let listener = TcpListener::bind(self.bind)?;
         let addr = listener.local_addr()?;
@@ -411,6 +498,7 @@ impl EmulatorBuilder {
             max_stanza_size: self.max_stanza_size.max(1024),
             max_connections: self.max_connections,
             poll: self.poll,
+            record_client_bytes: self.record_client_bytes,
         };
         let shared = Arc::new(Shared {
             settings,
@@ -421,6 +509,7 @@ impl EmulatorBuilder {
             observer: self.observer,
             threads: Mutex::new(Vec::new()),
             upstream_seq: AtomicU64::new(0),
+            record_budget: AtomicUsize::new(self.record_client_bytes),
         });
         let accept_shared = Arc::clone(&shared);
         let acceptor_thread = thread::Builder::new()
@@ -495,7 +584,7 @@ impl Emulator {
     pub fn client_config(&self) -> Config {
         Config::new(
             self.shared.settings.sender_id.clone(),
-            self.shared.settings.server_key.clone(),
+            self.shared.settings.server_key.expose(),
         )
         .endpoint(self.endpoint())
         .add_root_pem(Emulator::cert_pem())
@@ -558,7 +647,7 @@ impl Emulator {
     pub fn inject_upstream(&self, from: &str, category: &str, data: &[(&str, &str)]) -> String {
         let n = self.shared.upstream_seq.fetch_add(1, Ordering::Relaxed) + 1;
         let id = format!("up-{n}");
-        let json = wire::upstream_event(&id, from, category, data).to_json();
+        let json = json::event_json(&wire::upstream_event(&id, from, category, data));
         let mut st = self.shared.state();
         st.outbound
             .add(id.clone(), OutKind::Upstream, Arc::from(json), None);
@@ -688,6 +777,13 @@ impl Emulator {
         }
     }
 
+    /// What each finished connection wrote, in order of closing (empty unless
+    /// [`EmulatorBuilder::record_client_bytes`] is on). Connections still open are not in
+    /// it yet: call [`Emulator::shutdown`] first to have them all.
+    pub fn client_bytes(&self) -> Vec<ClientBytes> {
+        self.shared.state().client_bytes.clone()
+    }
+
     /// Stops accepting, ends every connection (`</stream:stream>` where the client still
     /// reads, TCP close otherwise) and joins all threads, within about a second even with
     /// stuck clients. Idempotent; [`Drop`] calls it. The ledger stays readable.
@@ -742,180 +838,4 @@ impl Drop for Emulator {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::shared::{Command, SessionEntry, State};
-    use super::*;
-
-    #[test]
-    fn handle_types_are_thread_safe() {
-        fn check<T: Send + Sync>() {}
-        check::<Emulator>();
-        check::<Ledger>();
-        check::<EmulatorEvent>();
-        check::<EmulatorBuilder>();
-    }
-
-    #[test]
-    fn poll_interval_reaches_the_sessions_with_a_floor() {
-        let poll = |b: EmulatorBuilder| b.start().unwrap().shared.settings.poll;
-        assert_eq!(poll(Emulator::builder()), Duration::from_millis(5));
-        let one_ms = Duration::from_millis(1);
-        assert_eq!(poll(Emulator::builder().poll_interval(one_ms)), one_ms);
-        // A zero read timeout is refused by the socket: the floor applies.
-        assert_eq!(
-            poll(Emulator::builder().poll_interval(Duration::ZERO)),
-            MIN_POLL
-        );
-    }
-
-    #[test]
-    fn identity_loads_and_cert_is_pem() {
-        assert!(Emulator::cert_pem().starts_with(b"-----BEGIN CERTIFICATE-----"));
-        assert!(KEY_PEM.starts_with(b"-----BEGIN PRIVATE KEY-----"));
-        Identity::from_pkcs8(CERT_PEM, KEY_PEM).unwrap();
-        native_tls::Certificate::from_pem(CERT_PEM).unwrap();
-    }
-
-    #[test]
-    fn start_and_shutdown_quickly() {
-        let emu = Emulator::start("42", "k").unwrap();
-        assert!(emu.addr().ip().is_loopback());
-        assert_ne!(emu.addr().port(), 0);
-        assert_eq!(emu.endpoint().host, "127.0.0.1");
-        let c = emu.client_config();
-        assert_eq!(c.sender_id, "42");
-        assert_eq!(c.extra_root_pems.len(), 1);
-        let t = Instant::now();
-        emu.shutdown();
-        emu.shutdown();
-        assert!(t.elapsed() < Duration::from_secs(2));
-    }
-
-    fn tls_connect(emu: &Emulator, host: &str) -> Result<native_tls::TlsStream<TcpStream>, String> {
-        let connector = native_tls::TlsConnector::builder()
-            .add_root_certificate(native_tls::Certificate::from_pem(Emulator::cert_pem()).unwrap())
-            .build()
-            .unwrap();
-        let tcp = TcpStream::connect(emu.addr()).unwrap();
-        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        tcp.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
-        connector.connect(host, tcp).map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn certificate_verifies_for_ip_and_localhost_only() {
-        let emu = Emulator::start("1", "k").unwrap();
-        tls_connect(&emu, "127.0.0.1").unwrap();
-        tls_connect(&emu, "localhost").unwrap();
-        let err = tls_connect(&emu, "gcm.googleapis.com").unwrap_err();
-        assert!(
-            err.contains("certificate") || err.contains("hostname"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn plaintext_client_is_dropped_and_server_keeps_serving() {
-        use std::io::{Read, Write};
-        let emu = Emulator::start("1", "k").unwrap();
-        let mut tcp = TcpStream::connect(emu.addr()).unwrap();
-        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        tcp.write_all(b"<stream:stream to='gcm.googleapis.com' version='1.0'>")
-            .unwrap();
-        let mut buf = [0u8; 512];
-        let t = Instant::now();
-        // The server answers with a TLS alert (first byte 0x15) or just closes.
-        loop {
-            match tcp.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => assert_eq!(buf[0], 0x15, "{:?}", &buf[..n]),
-            }
-        }
-        assert!(t.elapsed() < Duration::from_secs(4));
-        tls_connect(&emu, "127.0.0.1").unwrap();
-        assert_eq!(emu.ledger().connections_accepted, 2);
-    }
-
-    #[test]
-    fn display_lines() {
-        let e = EmulatorEvent::Downstream {
-            conn: ConnId(3),
-            message_id: "m-1".into(),
-            target: "tok".into(),
-            outcome: DownstreamOutcome::Nacked(NackCode::BadRegistration),
-            at: Instant::now(),
-        };
-        assert_eq!(
-            e.to_string(),
-            r#"conn#3 downstream "m-1" to "tok": nack BAD_REGISTRATION"#
-        );
-        let e = EmulatorEvent::Authenticated {
-            conn: ConnId(1),
-            jid: "1@gcm.googleapis.com/rAB".into(),
-        };
-        assert_eq!(
-            e.to_string(),
-            "conn#1 authenticated as 1@gcm.googleapis.com/rAB"
-        );
-        assert!(!EmulatorEvent::DrainStarted { conn: ConnId(2) }
-            .to_string()
-            .contains('\n'));
-    }
-
-    #[test]
-    fn round_robin_skips_draining_and_unready() {
-        let mut st = State::default();
-        for (id, ready, draining) in [
-            (1, true, false),
-            (2, false, false),
-            (3, true, true),
-            (4, true, false),
-        ] {
-            st.sessions.insert(
-                ConnId(id),
-                SessionEntry {
-                    ctl: Arc::default(),
-                    tcp: None,
-                    ready,
-                    draining,
-                },
-            );
-        }
-        let picks: Vec<u64> = (0..4).map(|_| st.pick_session().unwrap().0).collect();
-        assert_eq!(picks, [1, 4, 1, 4]);
-    }
-
-    #[test]
-    fn waiting_upstream_spread_over_sessions() {
-        let mut st = State::default();
-        for id in [1, 2] {
-            st.sessions.insert(
-                ConnId(id),
-                SessionEntry {
-                    ctl: Arc::default(),
-                    tcp: None,
-                    ready: true,
-                    draining: false,
-                },
-            );
-        }
-        for n in 0..3 {
-            st.outbound
-                .add(format!("u{n}"), OutKind::Upstream, Arc::from("{}"), None);
-        }
-        st.dispatch_waiting();
-        let got = |st: &State, id: u64| -> Vec<String> {
-            st.sessions[&ConnId(id)]
-                .ctl
-                .take()
-                .into_iter()
-                .map(|c| match c {
-                    Command::Deliver(i) => i.id,
-                    other => panic!("{other:?}"),
-                })
-                .collect()
-        };
-        assert_eq!(got(&st, 1), ["u0", "u2"]);
-        assert_eq!(got(&st, 2), ["u1"]);
-    }
-}
+mod tests;

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
@@ -19,13 +19,15 @@ use native_tls::TlsAcceptor;
 use super::ledger::LiveLedger;
 use super::outbound::{OutItem, Outbound};
 use super::script::ScriptCell;
-use super::{session, ConnId, EmulatorEvent};
+use super::{session, ClientBytes, ConnId, EmulatorEvent};
+use crate::config::ServerKey;
 
 /// Settings fixed at start.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub sender_id: String,
-    pub server_key: String,
+    /// Redacted in `Debug`, like the client's key.
+    pub server_key: ServerKey,
     pub keepalive: Option<Duration>,
     pub drain_grace: Duration,
     pub handshake_timeout: Duration,
@@ -34,6 +36,8 @@ pub(crate) struct Settings {
     pub max_stanza_size: usize,
     pub max_connections: usize,
     pub poll: Duration,
+    /// Most client bytes recorded over all connections (0: recording off).
+    pub record_client_bytes: usize,
 }
 
 /// A command from a scripting call to one session.
@@ -93,6 +97,8 @@ pub(crate) struct State {
     pub last_rr: u64,
     pub accepted: usize,
     pub auth_failures: usize,
+    /// What finished connections wrote, when recording is on.
+    pub client_bytes: Vec<ClientBytes>,
 }
 
 impl State {
@@ -134,6 +140,8 @@ pub(crate) struct Shared {
     pub observer: Option<Sender<EmulatorEvent>>,
     pub threads: Mutex<Vec<JoinHandle<()>>>,
     pub upstream_seq: AtomicU64,
+    /// Client-byte recording budget still unused, over all connections.
+    pub record_budget: AtomicUsize,
 }
 
 impl fmt::Debug for Shared {

@@ -11,7 +11,13 @@ use std::time::{Duration, Instant};
 
 use fcm_xmpp::client::{ClientEvent, Events};
 
+#[cfg(feature = "emulator")]
+pub mod judge;
 pub mod script;
+
+#[cfg(feature = "emulator")]
+#[allow(unused_imports)] // each test file uses a different subset
+pub use judge::{judged, judged_recording, start, Judged};
 
 /// Aborts the test process if the guard is still alive after `limit`:
 /// network tests must stop by themselves.

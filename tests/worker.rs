@@ -1,0 +1,334 @@
+//! The whole worker `Client` over in-memory connections (no sockets): the
+//! recovery defects the delivery engine fixed, each pinned on its own.
+
+#[path = "common/mem.rs"]
+mod mem;
+
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant};
+
+use fcm_xmpp::client::{AckMode, Backoff, Client, ClientConfig, ClientEvent, Events, ReturnReason};
+use fcm_xmpp::{Config, Error, Message, Phase};
+use mem::{upstream_event, MemCcs};
+
+fn config() -> ClientConfig {
+    ClientConfig::new(Config::new("123456789012", "k"))
+        .reconnect_backoff(Backoff::new(
+            Duration::from_millis(200),
+            Duration::from_secs(2),
+        ))
+        .retry_backoff(Backoff::new(
+            Duration::from_millis(50),
+            Duration::from_millis(500),
+        ))
+}
+
+/// Reads events until the stream ends (or `limit` passes: a failure).
+fn drain(events: &mut Events, limit: Duration) -> Vec<ClientEvent> {
+    let end = Instant::now() + limit;
+    let mut all = Vec::new();
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        match events.recv_timeout(left) {
+            Ok(ev) => all.push(ev),
+            Err(RecvTimeoutError::Disconnected) => return all,
+            Err(RecvTimeoutError::Timeout) => panic!("the event stream did not end: {all:?}"),
+        }
+    }
+}
+
+#[test]
+fn sending_does_not_defeat_the_reconnect_backoff() {
+    let ccs = MemCcs::new(Duration::ZERO);
+    ccs.lock().refuse = Some(Error::Timeout(Phase::Connect));
+    let cfg = config();
+    let backoff = cfg.reconnect_backoff;
+    let (client, _events) = Client::start_with(cfg, ccs.clone()).unwrap();
+    let t0 = Instant::now();
+    let mut i = 0;
+    while t0.elapsed() < Duration::from_millis(1000) {
+        let _ = client.try_send(Message::to("t").message_id(format!("m{i}")));
+        i += 1;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let attempts = ccs.lock().attempts.clone();
+    // 0, >= 0.2 s, >= 0.6 s (then >= 1.4 s): three attempts in the first second.
+    assert!(
+        attempts.len() <= 3,
+        "{} attempts in 1 s with {i} sends",
+        attempts.len()
+    );
+    for (k, w) in attempts.windows(2).enumerate() {
+        let gap = w[1] - w[0];
+        assert!(
+            gap >= backoff.nominal(k as u32 + 1),
+            "attempt {}: {gap:?}",
+            k + 2
+        );
+    }
+    let t = Instant::now();
+    let left = client.shutdown(Duration::from_millis(300));
+    assert!(
+        t.elapsed() < Duration::from_millis(800),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(left.len(), i.min(10_000));
+    assert!(ccs.lock().attempts.len() <= 4);
+}
+
+#[test]
+fn dropping_a_client_against_a_refusing_server_does_not_spin() {
+    let ccs = MemCcs::new(Duration::ZERO);
+    ccs.lock().refuse = Some(Error::Timeout(Phase::Connect));
+    let cfg = config().drop_timeout(Duration::from_millis(300));
+    let (client, mut events) = Client::start_with(cfg, ccs.clone()).unwrap();
+    client.try_send(Message::to("t")).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    drop(client);
+    let all = drain(&mut events, Duration::from_secs(5));
+    let reconnecting = all
+        .iter()
+        .filter(|e| matches!(e, ClientEvent::Reconnecting { .. }))
+        .count();
+    assert!(reconnecting <= 3, "{reconnecting} Reconnecting events");
+    assert!(ccs.lock().attempts.len() <= 3);
+    assert!(all.iter().any(|e| matches!(
+        e,
+        ClientEvent::Returned {
+            reason: ReturnReason::ClientDropped,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn shutdown_cuts_a_slow_handshake_short() {
+    let ccs = MemCcs::new(Duration::ZERO);
+    ccs.lock().connect_delay = Duration::from_secs(3);
+    let (client, _events) = Client::start_with(config(), ccs.clone()).unwrap();
+    client.send(Message::to("t").message_id("m")).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let t = Instant::now();
+    let left = client.shutdown(Duration::from_millis(100));
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_millis(600),
+        "shutdown(100 ms) took {took:?}"
+    );
+    assert_eq!(left.len(), 1);
+    assert!(ccs.lock().written.is_empty());
+}
+
+#[test]
+fn a_panicking_worker_becomes_fatal_and_returns_its_messages() {
+    let ccs = MemCcs::new(Duration::ZERO);
+    ccs.lock().panic_on_send = true;
+    let (client, mut events) = Client::start_with(config(), ccs.clone()).unwrap();
+    client.send(Message::to("t").message_id("m")).unwrap();
+    let all = drain(&mut events, Duration::from_secs(5));
+    let fatal = all
+        .iter()
+        .filter(|e| matches!(e, ClientEvent::Fatal { error } if matches!(**error, Error::WorkerPanicked)))
+        .count();
+    assert_eq!(fatal, 1, "{all:?}");
+    let returned: Vec<&str> = all
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Returned {
+                message,
+                reason: ReturnReason::Fatal(_),
+            } => Some(message.id()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(returned, ["m"]);
+    assert!(client.shutdown(Duration::from_millis(100)).is_empty());
+}
+
+#[test]
+fn a_fatal_error_ends_the_event_stream() {
+    let ccs = MemCcs::new(Duration::ZERO);
+    ccs.lock().refuse = Some(Error::AuthFailed {
+        condition: "not-authorized".into(),
+    });
+    let (client, mut events) = Client::start_with(config().connections(3), ccs.clone()).unwrap();
+    let accepted = client.send(Message::to("t").message_id("m")).is_ok();
+    // `for ev in events` ends on its own after Fatal, without shutdown.
+    let all = drain(&mut events, Duration::from_secs(5));
+    assert_eq!(
+        all.iter()
+            .filter(|e| matches!(e, ClientEvent::Fatal { .. }))
+            .count(),
+        1
+    );
+    let outcome = all.iter().filter(|e| e.is_outcome()).count();
+    assert_eq!(outcome, usize::from(accepted), "{all:?}");
+    assert!(client.try_send(Message::to("t")).is_err());
+}
+
+#[test]
+fn a_manual_ack_for_a_dead_connection_is_an_error() {
+    let ccs = MemCcs::new(Duration::ZERO);
+    let cfg = config().ack_mode(AckMode::Manual);
+    let (client, mut events) = Client::start_with(cfg, ccs.clone()).unwrap();
+    let handle = |events: &mut Events| loop {
+        match events.recv_timeout(Duration::from_secs(5)).unwrap() {
+            ClientEvent::Upstream { ack: Some(h), .. } => break h,
+            _ => continue,
+        }
+    };
+    // Wait for the connection, then a device speaks.
+    let end = Instant::now() + Duration::from_secs(5);
+    while ccs.lock().attempts.is_empty() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    ccs.broadcast(upstream_event("dev-1", "up-1"));
+    let h = handle(&mut events);
+    client.ack(&h).unwrap();
+    assert_eq!(ccs.lock().acks, [(1, "up-1".to_string())]);
+
+    ccs.broadcast(upstream_event("dev-1", "up-2"));
+    let h = handle(&mut events);
+    ccs.drop_all();
+    loop {
+        if let ClientEvent::Lost { .. } = events.recv_timeout(Duration::from_secs(5)).unwrap() {
+            break;
+        }
+    }
+    assert!(matches!(client.ack(&h), Err(Error::Closed)));
+    assert_eq!(ccs.lock().acks.len(), 1, "the second ack was never written");
+    client.shutdown(Duration::from_millis(200));
+}
+
+#[test]
+fn huge_timeouts_do_not_panic() {
+    let ccs = MemCcs::new(Duration::ZERO);
+    let cfg = config()
+        .send_timeout(Duration::MAX)
+        .drain_timeout(Duration::MAX)
+        .drop_timeout(Duration::from_secs(1));
+    let (client, mut events) = Client::start_with(cfg, ccs).unwrap();
+    client
+        .send_timeout(Message::to("t").message_id("a"), Duration::MAX)
+        .unwrap();
+    client.send(Message::to("t").message_id("b")).unwrap();
+    let mut delivered = 0;
+    while delivered < 2 {
+        if let ClientEvent::Delivered { .. } = events.recv_timeout(Duration::from_secs(5)).unwrap()
+        {
+            delivered += 1;
+        }
+    }
+    assert!(client.shutdown(Duration::MAX).is_empty());
+}
+
+/// The whole client over in-memory connections through random fault
+/// schedules (real threads, real but short time): drops, NACKs of every
+/// class, silence, draining; exactly one outcome per accepted message (or a
+/// place in shutdown's list), never more than the window unanswered, and
+/// shutdown on time. `WORKER_SCHEDULES=N` runs more (default 12).
+#[test]
+fn whole_client_random_schedules() {
+    use fcm_xmpp::NackCode;
+    use mem::Answer;
+    use std::collections::HashMap;
+    let n: u64 = std::env::var("WORKER_SCHEDULES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12);
+    let mut violations = 0;
+    for seed in 0..n {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut rnd = move || {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        };
+        let max_pending = 1 + (rnd() % 20) as usize;
+        let ccs = MemCcs::new(Duration::from_millis(rnd() % 5));
+        let mut r2 = rnd();
+        ccs.rule(move |_, _| {
+            r2 ^= r2 >> 12;
+            r2 ^= r2 << 25;
+            r2 ^= r2 >> 27;
+            match r2.wrapping_mul(0x2545_F491_4F6C_DD1D) % 100 {
+                0..=2 => Answer::Kill,
+                3..=8 => Answer::Nack(NackCode::ServiceUnavailable),
+                9..=10 => Answer::Nack(NackCode::ConnectionDraining),
+                11..=13 => Answer::Nack(NackCode::DeviceUnregistered),
+                14 => Answer::Silent,
+                _ => Answer::Ack,
+            }
+        });
+        let cfg = ClientConfig::new(Config::new("1", "k").max_pending(max_pending))
+            .connections(1 + (rnd() % 3) as usize)
+            .reconnect_backoff(Backoff::new(
+                Duration::from_millis(5),
+                Duration::from_millis(40),
+            ))
+            .retry_backoff(Backoff::new(
+                Duration::from_millis(5),
+                Duration::from_millis(40),
+            ))
+            .stable_after(Duration::from_millis(50))
+            .drain_timeout(Duration::from_millis(200))
+            .queue_capacity(1 + (rnd() % 200) as usize);
+        let (client, mut events) = Client::start_with(cfg, ccs.clone()).unwrap();
+        let mut accepted = Vec::new();
+        let count = 50 + rnd() % 250;
+        for i in 0..count {
+            let id = format!("s{seed}-{i}");
+            if client
+                .send_timeout(Message::to("t").message_id(&id), Duration::from_millis(20))
+                .is_ok()
+            {
+                accepted.push(id);
+            }
+            if rnd() % 97 == 0 {
+                ccs.broadcast(mem::draining_event());
+            }
+            if rnd() % 131 == 0 {
+                ccs.drop_all();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(rnd() % 300));
+        let timeout = Duration::from_millis(rnd() % 500);
+        let t = Instant::now();
+        let left = client.shutdown(timeout);
+        let took = t.elapsed();
+        if took > timeout + Duration::from_millis(400) {
+            violations += 1;
+            eprintln!("seed {seed}: shutdown({timeout:?}) took {took:?}");
+        }
+        let mut outcomes: HashMap<String, u32> = HashMap::new();
+        for m in &left {
+            *outcomes.entry(m.id().to_string()).or_default() += 1;
+        }
+        for ev in drain(&mut events, Duration::from_secs(5)) {
+            if let Some(m) = ev.message() {
+                *outcomes.entry(m.id().to_string()).or_default() += 1;
+            }
+        }
+        for id in &accepted {
+            let k = outcomes.get(id).copied().unwrap_or(0);
+            if k != 1 {
+                violations += 1;
+                eprintln!("seed {seed}: {id} has {k} outcomes");
+            }
+        }
+        if outcomes.len() != accepted.len() {
+            violations += 1;
+            eprintln!("seed {seed}: outcomes for messages never accepted");
+        }
+        let max = ccs.lock().max_unanswered;
+        if max > max_pending {
+            violations += 1;
+            eprintln!("seed {seed}: {max} unanswered > window {max_pending}");
+        }
+    }
+    println!("whole-client schedules: {n}, invariant violations: {violations}");
+    assert_eq!(violations, 0);
+}
