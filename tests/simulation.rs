@@ -536,9 +536,15 @@ impl Sim {
                 *n = 0;
                 self.slot_not_before.remove(&slot);
             } else {
+                // The first drop is replaced at once; the next ones back off.
+                let before = *n;
                 *n += 1;
-                let nominal = self.cfg.reconnect_backoff.nominal(*n);
-                self.slot_not_before.insert(slot, self.now + nominal);
+                if before == 0 {
+                    self.slot_not_before.remove(&slot);
+                } else {
+                    let nominal = self.cfg.reconnect_backoff.nominal(before);
+                    self.slot_not_before.insert(slot, self.now + nominal);
+                }
             }
         }
         self.engine.lost(conn, error, self.now);
@@ -1214,6 +1220,9 @@ fn a_short_lived_connection_counts_as_a_failed_attempt() {
         .stable_after(Duration::from_secs(10));
     let (mut e, t0) = engine(cfg);
     let c = up(&mut e, t0);
+    // The first drop is replaced at once, the second short-lived one waits.
+    e.lost(c, Error::Closed, t0 + Duration::from_millis(50));
+    let c = up(&mut e, t0 + Duration::from_millis(50));
     e.lost(c, Error::Closed, t0 + Duration::from_millis(100));
     // However much the application sends meanwhile, no attempt before 2 s.
     for i in 0..100 {

@@ -125,7 +125,8 @@ pub(crate) fn on_connect_failure(
 /// An authenticated connection ended after `lifetime`. A healthy one
 /// (at least `stable_after`) is replaced at once and clears the failure
 /// count; a short-lived one counts as a failed attempt, so a server that
-/// accepts and then drops us is not hammered.
+/// accepts and then drops us is not hammered: the first is still replaced at
+/// once, the next ones wait for the reconnect backoff.
 pub(crate) fn on_connection_end(
     p: &Policy,
     lifetime: Duration,
@@ -138,10 +139,16 @@ pub(crate) fn on_connection_end(
             failures: 0,
         };
     }
-    let failures = failures.saturating_add(1);
+    // The first drop is replaced at once (CCS: no backoff after a drop);
+    // from the second short-lived connection in a row on, back off.
+    let delay = if failures == 0 {
+        Duration::ZERO
+    } else {
+        p.reconnect_backoff.delay_with(failures, jitter)
+    };
     SlotDecision::Reconnect {
-        delay: p.reconnect_backoff.delay_with(failures, jitter),
-        failures,
+        delay,
+        failures: failures.saturating_add(1),
     }
 }
 
@@ -235,8 +242,15 @@ mod tests {
         assert_eq!(
             on_connection_end(&p, Duration::from_millis(10), 0, 0),
             SlotDecision::Reconnect {
-                delay: Duration::from_secs(1),
+                delay: Duration::ZERO,
                 failures: 1
+            }
+        );
+        assert_eq!(
+            on_connection_end(&p, Duration::from_millis(10), 1, 0),
+            SlotDecision::Reconnect {
+                delay: Duration::from_secs(1),
+                failures: 2
             }
         );
         assert_eq!(on_loss(&p, p.max_losses - 1), LossDecision::Resend);
