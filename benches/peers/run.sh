@@ -5,7 +5,7 @@
 #   benches/peers/run.sh [COUNT]        # default 100000
 #
 # - ours: the worker Client (one connection, window 100) through `bench --peer-client`, and
-#   the `fcm_send` program (which also prints one JSON line per outcome; to /dev/null here);
+#   the `fcm_send` program (its JSON line per outcome is read through `tail -1` for the summary);
 # - node-xcs 0.1.8 from the npm registry, installed into target/peers (git-ignored);
 # - xmppgcm 0.2.4 from PyPI, into a venv in target/peers: it cannot send; the reason is printed.
 # The emulator is `bench --serve-emulator`, a release build, on a free loopback port; it
