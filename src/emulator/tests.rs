@@ -11,6 +11,19 @@ fn handle_types_are_thread_safe() {
 }
 
 #[test]
+fn poll_interval_reaches_the_sessions_with_a_floor() {
+    let poll = |b: EmulatorBuilder| b.start().unwrap().shared.settings.poll;
+    assert_eq!(poll(Emulator::builder()), Duration::from_millis(5));
+    let one_ms = Duration::from_millis(1);
+    assert_eq!(poll(Emulator::builder().poll_interval(one_ms)), one_ms);
+    // A zero read timeout is refused by the socket: the floor applies.
+    assert_eq!(
+        poll(Emulator::builder().poll_interval(Duration::ZERO)),
+        MIN_POLL
+    );
+}
+
+#[test]
 fn identity_loads_and_cert_is_pem() {
     assert!(Emulator::cert_pem().starts_with(b"-----BEGIN CERTIFICATE-----"));
     assert!(KEY_PEM.starts_with(b"-----BEGIN PRIVATE KEY-----"));
