@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
 
-use super::engine::{ConnId, SlotStep};
+use super::engine::{ConnId, Engine, SlotStep};
 use super::link::Link;
 use super::shared::Shared;
 use super::ClientEvent;
@@ -121,6 +121,13 @@ fn hand_off(shared: &Arc<Shared>, id: ConnId, link: Box<dyn Link>) {
     }
 }
 
+/// Tells the engine which manual acks are written (a ticket of 0: none new).
+fn report_flushed(eng: &mut Engine, id: ConnId, ticket: &mut u64) {
+    if *ticket > 0 {
+        eng.acks_flushed(id, std::mem::take(ticket));
+    }
+}
+
 /// Drives connection `id` until it ends. A slot thread (`hand_off_drain`)
 /// gets the link back once it is draining.
 fn drive(
@@ -141,10 +148,7 @@ fn drive(
         let acked = flushed_ticket > 0;
         let step = {
             let mut eng = shared.engine();
-            if acked {
-                eng.acks_flushed(id, flushed_ticket);
-                flushed_ticket = 0;
-            }
+            report_flushed(&mut eng, id, &mut flushed_ticket);
             let step = eng.conn_step(id, now);
             if !step.close {
                 for m in eng.outgoing(id) {
@@ -232,10 +236,7 @@ fn drive(
         let acked = flushed_ticket > 0;
         let draining = {
             let mut eng = shared.engine();
-            if acked {
-                eng.acks_flushed(id, flushed_ticket);
-                flushed_ticket = 0;
-            }
+            report_flushed(&mut eng, id, &mut flushed_ticket);
             for ev in inbound.drain(..) {
                 eng.on_event(id, ev, now);
             }
