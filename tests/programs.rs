@@ -1469,7 +1469,7 @@ fn fcm_send_shows_progress_on_stderr_when_asked() {
 /// Sends SIGTERM to a running program (by its pid).
 fn terminate(p: &Proc) {
     let status = Command::new("kill")
-        .args(["-TERM", &p.child.id().to_string()])
+        .args(["-s", "TERM", "--", &p.child.id().to_string()])
         .status()
         .expect("run kill");
     assert!(status.success());
@@ -1728,9 +1728,11 @@ fn run_snippet(script: &str) -> Finished {
             None => thread::sleep(Duration::from_millis(20)),
         }
     };
-    // Whatever the snippet left behind goes with its group.
+    // Whatever the snippet left behind goes with its group. The `--` matters: without
+    // it procps-ng's kill 4.0 reads `-KILL -PGID` as options and signals pid -1, which
+    // is every process this user may signal.
     let _ = Command::new("kill")
-        .args(["-KILL", &format!("-{pid}")])
+        .args(["-s", "KILL", "--", &format!("-{pid}")])
         .status();
     let _ = child.wait();
     Finished {
