@@ -5,9 +5,11 @@
 //! moment, CONNECTION_DRAINING (control message and NACK), SERVICE_UNAVAILABLE,
 //! INTERNAL_SERVER_ERROR and unknown NACK codes, rate limits, final NACKs,
 //! stanza errors, duplicate and unknown acks, slow acks, a poison message,
-//! outages (refused and silent connects), an authentication failure, the
-//! application sending throughout and shutting down at a random moment with
-//! a random deadline. After every schedule the invariants below are checked.
+//! outages (refused and silent connects), an authentication failure, writes
+//! that fail, upstream messages CCS delivers again (after a lost connection,
+//! a lost ack, or twice in a row), the application sending throughout and
+//! shutting down at a random moment with a random deadline. After every
+//! schedule the invariants below are checked.
 //!
 //! `SIM_SCHEDULES=N` runs N schedules (default 10,000); `SIM_SEED=S` replays
 //! one schedule. A failure prints its seed.
@@ -15,7 +17,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use fcm_xmpp::client::engine::{ConnId, Engine, SlotStep};
+use fcm_xmpp::client::engine::{AckState, ConnId, Engine, SlotStep};
 use fcm_xmpp::client::{AckMode, Backoff, ClientConfig, ClientEvent, Rejection, ReturnReason};
 use fcm_xmpp::xml::Element;
 use fcm_xmpp::{Config, Control, ControlKind, Error, Event, Message, NackCode, Phase, RetryClass};
@@ -69,6 +71,13 @@ struct Faults {
     auth_failure: bool,
     poison: bool,
     upstream_every: Option<Duration>,
+    /// One in N upstream messages is delivered twice; one in N upstream acks
+    /// is lost on the server's side (the message comes again later).
+    upstream_twice: u64,
+    ack_lost: u64,
+    /// One in N connection steps that write something fail (the connection
+    /// is lost and nothing of that step reached the server).
+    write_fail: u64,
 }
 
 impl Faults {
@@ -98,6 +107,9 @@ impl Faults {
             auth_failure: false,
             poison: false,
             upstream_every: None,
+            upstream_twice: pick(10),
+            ack_lost: pick(10),
+            write_fail: pick(30),
         };
         Faults {
             drop_every: (!rng.chance(3)).then(|| rng.ms(300, 20_000)),
@@ -128,6 +140,9 @@ impl Faults {
             auth_failure: false,
             poison: true,
             upstream_every: None,
+            upstream_twice: u64::MAX,
+            ack_lost: u64::MAX,
+            write_fail: u64::MAX,
         }
     }
 }
@@ -165,6 +180,12 @@ enum Why {
     Drain(ConnId, u64),
 }
 
+/// The server's view of one upstream message.
+struct Up {
+    on: Option<ConnId>,
+    acked: bool,
+}
+
 #[derive(Default)]
 struct Track {
     seq: u64,
@@ -187,8 +208,8 @@ struct Sim {
     now: Instant,
     start: Instant,
     conns: BTreeMap<ConnId, ServerConn>,
-    /// Slot -> (completes at, result ok?, deadline).
-    connecting: HashMap<usize, (Instant, bool, Instant)>,
+    /// Slot -> (completes at, result ok?, begun after shutdown was asked for?).
+    connecting: HashMap<usize, (Instant, bool, bool)>,
     slot_wake: HashMap<usize, Instant>,
     conn_wake: HashMap<ConnId, Instant>,
     /// Slot -> consecutive failures as the rules count them; earliest next attempt.
@@ -204,6 +225,25 @@ struct Sim {
     manual: VecDeque<(Instant, fcm_xmpp::client::AckHandle)>,
     upstream_next: Option<Instant>,
     upstream_n: u64,
+    /// The server's upstream messages, by `(from, message_id)`: the connection
+    /// each is out on (None: waiting for one) and whether CCS has its ack.
+    ups: HashMap<(String, String), Up>,
+    /// Unacked upstream messages whose connection ended: CCS delivers them
+    /// again on the next connection, in this order.
+    redeliver: VecDeque<(String, String)>,
+    /// Upstream messages the application was given at least once.
+    app_seen: std::collections::HashSet<(String, String)>,
+    /// Manual acks the application made (`manual_ack` said yes): key and
+    /// the connection of its handle.
+    app_acked: std::collections::HashSet<((String, String), ConnId)>,
+    /// Upstream messages whose ack from the application reached CCS, and
+    /// on which connection.
+    app_ack_written: std::collections::HashSet<(String, String)>,
+    /// Per connection, the manual-ack tickets written so far.
+    tickets_written: HashMap<ConnId, u64>,
+    /// When the application looks whether its manual ack was written:
+    /// (at, key, connection, ticket).
+    ack_checks: VecDeque<(Instant, (String, String), ConnId, u64)>,
     fatal_seen: bool,
     poison_only: bool,
     round: u64,
@@ -282,6 +322,13 @@ impl Sim {
             manual: VecDeque::new(),
             upstream_next,
             upstream_n: 0,
+            ups: HashMap::new(),
+            redeliver: VecDeque::new(),
+            app_seen: Default::default(),
+            app_acked: Default::default(),
+            app_ack_written: Default::default(),
+            tickets_written: HashMap::new(),
+            ack_checks: VecDeque::new(),
             fatal_seen: false,
             poison_only,
             round: 0,
@@ -323,7 +370,7 @@ impl Sim {
                     let stuck = self
                         .connecting
                         .values()
-                        .any(|(_, _, started)| *started >= self.shutdown_at);
+                        .any(|(_, _, after_shutdown)| *after_shutdown);
                     if !self.conns.is_empty() || stuck {
                         self.violation(format!(
                             "not done {:?} after the shutdown deadline: {} connections open",
@@ -376,6 +423,9 @@ impl Sim {
         if let Some((t, _)) = self.manual.front() {
             consider(*t);
         }
+        if let Some((t, ..)) = self.ack_checks.front() {
+            consider(*t);
+        }
         if self.deadline.is_none() {
             consider(self.shutdown_at);
         } else if let Some(d) = self.deadline {
@@ -424,7 +474,45 @@ impl Sim {
         }
         while self.manual.front().is_some_and(|(t, _)| *t <= self.now) {
             let (_, h) = self.manual.pop_front().unwrap();
-            let _ = self.engine.manual_ack(&h);
+            if let Ok(ticket) = self.engine.manual_ack(&h) {
+                let key = (h.from().to_string(), h.message_id().to_string());
+                self.app_acked.insert((key.clone(), h.connection()));
+                let at = self.now + self.rng.ms(0, 100);
+                let i = self.ack_checks.partition_point(|x| x.0 <= at);
+                self.ack_checks.insert(i, (at, key, h.connection(), ticket));
+            }
+        }
+        self.check_acks();
+    }
+
+    /// What `Client::ack` answers: written, or gone without being written.
+    fn check_acks(&mut self) {
+        let mut again = Vec::new();
+        while self.ack_checks.front().is_some_and(|c| c.0 <= self.now) {
+            let (_, key, conn, ticket) = self.ack_checks.pop_front().unwrap();
+            let written = self
+                .tickets_written
+                .get(&conn)
+                .is_some_and(|t| *t >= ticket);
+            match self.engine.ack_state(conn, ticket) {
+                AckState::Written if !written => {
+                    self.violation(format!("ack of {key:?} reported written, it was not"));
+                }
+                AckState::Gone if written => {
+                    self.violation(format!("ack of {key:?} reported gone, it was written"));
+                }
+                AckState::Queued if !self.conns.contains_key(&conn) => {
+                    self.violation(format!("ack of {key:?} queued on a connection gone"));
+                }
+                AckState::Queued => {
+                    again.push((self.now + Duration::from_millis(20), key, conn, ticket))
+                }
+                _ => {}
+            }
+        }
+        for c in again {
+            let at = self.ack_checks.partition_point(|x| x.0 <= c.0);
+            self.ack_checks.insert(at, c);
         }
     }
 
@@ -435,15 +523,24 @@ impl Sim {
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
             // Upstream from devices.
+            let first = id == *self.conns.keys().next().unwrap();
+            if first {
+                // Those a lost connection left unacked come first, in order.
+                while let Some(key) = self.redeliver.pop_front() {
+                    self.send_upstream(id, key);
+                }
+            }
             if let (Some(t), Some(every)) = (self.upstream_next, self.faults.upstream_every) {
-                if t <= now && id == *self.conns.keys().next().unwrap() {
+                if t <= now && first {
                     self.upstream_n += 1;
-                    let ev = upstream(
+                    let key = (
                         format!("dev-{}", self.upstream_n % 5),
-                        format!("up-{}", self.upstream_n % 400),
+                        format!("up-{}", self.upstream_n),
                     );
-                    let c = self.conns.get_mut(&id).unwrap();
-                    c.to_client.push_back((now + Duration::from_millis(1), ev));
+                    self.send_upstream(id, key.clone());
+                    if self.rng.chance(self.faults.upstream_twice) {
+                        self.send_upstream(id, key);
+                    }
                     self.upstream_next = Some(now + every);
                 }
             }
@@ -483,6 +580,67 @@ impl Sim {
         }
         if self.upstream_next.is_some_and(|t| t <= now) && self.conns.is_empty() {
             self.upstream_next = self.faults.upstream_every.map(|e| now + e);
+        }
+    }
+
+    fn send_upstream(&mut self, conn: ConnId, key: (String, String)) {
+        let at = self.now + Duration::from_millis(1);
+        let c = self.conns.get_mut(&conn).unwrap();
+        c.to_client
+            .push_back((at, upstream(key.0.clone(), key.1.clone())));
+        let up = self.ups.entry(key).or_insert(Up {
+            on: None,
+            acked: false,
+        });
+        up.on = Some(conn);
+    }
+
+    /// The acks `conn` wrote, as CCS reads them.
+    fn acks_written(&mut self, conn: ConnId, acks: Vec<(String, String)>) {
+        let manual = self.cfg.ack_mode == AckMode::Manual;
+        for key in acks {
+            let Some(up) = self.ups.get(&key) else {
+                self.violation(format!("ack for {key:?}, never sent upstream"));
+                continue;
+            };
+            if up.on != Some(conn) && !up.acked {
+                let on = up.on;
+                self.violation(format!("ack for {key:?} on {conn}, it is out on {on:?}"));
+                continue;
+            }
+            if manual {
+                // The client may ack on the application's behalf only what
+                // the application itself acked before (a duplicate).
+                if self.app_acked.contains(&(key.clone(), conn)) {
+                    self.app_ack_written.insert(key.clone());
+                } else if !self.app_ack_written.contains(&key) {
+                    self.violation(format!(
+                        "{key:?} acked for the application, whose own ack never reached CCS"
+                    ));
+                }
+            }
+            if !self.rng.chance(self.faults.ack_lost) {
+                if let Some(up) = self.ups.get_mut(&key) {
+                    up.acked = true;
+                }
+            }
+        }
+    }
+
+    /// The connection ended: CCS delivers its unacked upstream messages again.
+    fn upstream_orphaned(&mut self, conn: ConnId) {
+        let mut keys: Vec<(String, String)> = self
+            .ups
+            .iter()
+            .filter(|(_, u)| u.on == Some(conn) && !u.acked)
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.sort_by_key(|(_, id)| id[3..].parse::<u64>().unwrap_or(0));
+        for k in keys {
+            if let Some(u) = self.ups.get_mut(&k) {
+                u.on = None;
+            }
+            self.redeliver.push_back(k);
         }
     }
 
@@ -527,6 +685,7 @@ impl Sim {
 
     fn lost(&mut self, conn: ConnId, slot: usize, up_at: Instant, error: Error) {
         self.mark_returning(conn);
+        self.upstream_orphaned(conn);
         // The reconnect rule: a connection that ended sooner than
         // `stable_after` counts as a failed attempt; a draining one does
         // not touch its slot.
@@ -697,7 +856,7 @@ impl Sim {
                             deadline.map_or(true, |d| t < d),
                         )
                     };
-                    self.connecting.insert(slot, (at, ok, now));
+                    self.connecting.insert(slot, (at, ok, deadline.is_some()));
                 }
                 SlotStep::Wait(Some(t)) => {
                     self.slot_wake.insert(slot, t);
@@ -728,6 +887,7 @@ impl Sim {
                     self.deliver(id, ev);
                 }
                 self.mark_returning(id);
+                self.upstream_orphaned(id);
                 self.engine.closed(id, Vec::new(), now);
                 continue;
             }
@@ -738,6 +898,15 @@ impl Sim {
                 .collect();
             if sent.len() != step.send {
                 self.violation(format!("step said {} but gave {}", step.send, sent.len()));
+            }
+            if (!sent.is_empty() || !step.acks.is_empty())
+                && self.rng.chance(self.faults.write_fail)
+            {
+                // The write fails: none of it reached CCS; the connection is lost.
+                let c = self.conns.remove(&id).unwrap();
+                self.conn_wake.remove(&id);
+                self.lost(id, c.slot, c.up_at, Error::Closed);
+                continue;
             }
             if let Some(d) = self.deadline {
                 if now >= d && !sent.is_empty() {
@@ -806,7 +975,11 @@ impl Sim {
                     self.conn_wake.remove(&id);
                 }
             }
-            let _ = step.acks;
+            if !step.acks.is_empty() {
+                self.acks_written(id, step.acks);
+            }
+            self.engine.acks_flushed(id, step.ack_ticket);
+            self.tickets_written.insert(id, step.ack_ticket);
         }
     }
 
@@ -837,10 +1010,13 @@ impl Sim {
                     }
                     self.outcome(message.id(), "returned");
                 }
-                ClientEvent::Upstream { ack: Some(h), .. }
-                | ClientEvent::Receipt { ack: Some(h), .. } => {
-                    let t = self.now + self.rng.ms(0, 50);
-                    self.manual.push_back((t, h));
+                ClientEvent::Upstream { upstream, ack } => {
+                    self.app_seen
+                        .insert((upstream.from.clone(), upstream.message_id.clone()));
+                    if let Some(h) = ack {
+                        let t = self.now + self.rng.ms(0, 50);
+                        self.manual.push_back((t, h));
+                    }
                 }
                 ClientEvent::Fatal { .. } => {
                     if self.fatal_seen {
@@ -867,6 +1043,18 @@ impl Sim {
     }
 
     fn check_end(&mut self) {
+        let mut unseen: Vec<&(String, String)> = self
+            .ups
+            .iter()
+            .filter(|(k, u)| u.acked && !self.app_seen.contains(*k))
+            .map(|(k, _)| k)
+            .collect();
+        unseen.sort();
+        if let Some(first) = unseen.first() {
+            let n = unseen.len();
+            let what = format!("{n} upstream messages acked, never given to the app: {first:?}");
+            self.violation(what);
+        }
         let mut missing = Vec::new();
         for (id, t) in &self.msgs {
             if t.outcomes == 0 {

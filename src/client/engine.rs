@@ -143,6 +143,10 @@ struct Conn {
     /// Manual acks queued so far (tickets) and written so far.
     acks_queued: u64,
     acks_flushed: u64,
+    /// Manual acks queued and not yet written: (ticket, from, message id).
+    /// They enter the dedup set only once written: one whose connection dies
+    /// first is delivered to the application again when CCS redelivers it.
+    acks_unwritten: VecDeque<(u64, String, String)>,
 }
 
 impl Conn {
@@ -230,10 +234,18 @@ pub struct Engine {
     finished: bool,
     events: Vec<ClientEvent>,
     dedup: Dedup,
+    /// Recently ended connections that had manual acks, with how many of
+    /// them were written: [`ack_state`](Engine::ack_state) answers for a
+    /// connection that ended after the ack was written and before the
+    /// application looked (the last [`ENDED_KEPT`]).
+    ended: VecDeque<(ConnId, u64)>,
     rng: u64,
     metrics: Metrics,
     peak_conns: usize,
 }
+
+/// How many ended connections [`Engine::ack_state`] still knows about.
+const ENDED_KEPT: usize = 256;
 
 impl Engine {
     /// An engine for `config`'s pool, with its jitter drawn from `seed`.
@@ -265,6 +277,7 @@ impl Engine {
                 cap: config.dedup_window,
                 ..Dedup::default()
             },
+            ended: VecDeque::new(),
             rng: seed | 1,
             metrics: Metrics::default(),
             peak_conns: 0,
@@ -336,7 +349,10 @@ impl Engine {
             .push((handle.to.clone(), handle.message_id.clone()));
         conn.acks_queued += 1;
         let ticket = conn.acks_queued;
-        self.dedup.remember(&handle.from, &handle.message_id);
+        if self.dedup.cap > 0 {
+            conn.acks_unwritten
+                .push_back((ticket, handle.from.clone(), handle.message_id.clone()));
+        }
         Ok(ticket)
     }
 
@@ -345,8 +361,23 @@ impl Engine {
         match self.conns.get(&conn) {
             Some(c) if c.acks_flushed >= ticket => AckState::Written,
             Some(c) if !c.closing => AckState::Queued,
-            _ => AckState::Gone,
+            Some(_) => AckState::Gone,
+            None => match self.ended.iter().find(|(id, _)| *id == conn) {
+                Some((_, flushed)) if *flushed >= ticket => AckState::Written,
+                _ => AckState::Gone,
+            },
         }
+    }
+
+    /// Remembers how many manual acks `c` wrote before it ended.
+    fn note_ended(&mut self, conn: ConnId, c: &Conn) {
+        if c.acks_queued == 0 {
+            return;
+        }
+        if self.ended.len() == ENDED_KEPT {
+            self.ended.pop_front();
+        }
+        self.ended.push_back((conn, c.acks_flushed));
     }
 
     /// Stops accepting; finish by `deadline` (an earlier one wins).
@@ -533,6 +564,7 @@ impl Engine {
                 acks: Vec::new(),
                 acks_queued: 0,
                 acks_flushed: 0,
+                acks_unwritten: VecDeque::new(),
             },
         );
         self.peak_conns = self.peak_conns.max(self.conns.len());
@@ -691,6 +723,11 @@ impl Engine {
     pub fn acks_flushed(&mut self, conn: ConnId, ticket: u64) {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.acks_flushed = c.acks_flushed.max(ticket);
+            while c.acks_unwritten.front().is_some_and(|a| a.0 <= ticket) {
+                if let Some((_, from, id)) = c.acks_unwritten.pop_front() {
+                    self.dedup.remember(&from, &id);
+                }
+            }
         }
     }
 
@@ -908,6 +945,7 @@ impl Engine {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
+        self.note_ended(conn, &c);
         log::info!("connection {} lost: {error}", c.jid);
         let error = Arc::new(error);
         let resent = self.settle_window(c.window, true);
@@ -964,6 +1002,7 @@ impl Engine {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
+        self.note_ended(conn, &c);
         let resent = self.settle_window(c.window, false);
         let stopped = self.fatal.is_some() || self.finished;
         if let Some(s) = self.slots.get_mut(c.slot) {

@@ -53,7 +53,11 @@ pub struct ClientConfig {
     /// How upstream messages and receipts are acked. Default [`AckMode::Auto`].
     pub ack_mode: AckMode,
     /// Drop upstream messages and receipts whose `(from, message_id)` was seen
-    /// among the last this-many (0 = off, the default).
+    /// among the last this-many (0 = off, the default); the client acks such a
+    /// duplicate itself. A message counts as seen once its ack was written: in
+    /// [`AckMode::Manual`], one whose [`Client::ack`] failed (its connection
+    /// was gone) or was never called reaches the application again when CCS
+    /// delivers it again.
     pub dedup_window: usize,
     /// Backoff for SERVICE_UNAVAILABLE / INTERNAL_SERVER_ERROR retries. Default 1 s .. 60 s.
     pub retry_backoff: Backoff,
@@ -301,6 +305,18 @@ impl AckHandle {
     /// The id of the message this handle acks.
     pub fn message_id(&self) -> &str {
         &self.message_id
+    }
+
+    /// Who sent the message this handle acks: the device for an upstream
+    /// message, CCS itself for a receipt (its `from`).
+    pub fn from(&self) -> &str {
+        &self.from
+    }
+
+    /// The connection the message arrived on, the one its ack must go out on
+    /// (the id [`Engine::connected`](engine::Engine::connected) gave it).
+    pub fn connection(&self) -> engine::ConnId {
+        self.conn_id
     }
 }
 
