@@ -874,6 +874,12 @@ impl Sim {
         for id in ids {
             let step = self.engine.conn_step(id, now);
             if step.close {
+                // The acks handed out with the close are written first.
+                if !step.acks.is_empty() {
+                    self.acks_written(id, step.acks);
+                }
+                self.engine.acks_flushed(id, step.ack_ticket);
+                self.tickets_written.insert(id, step.ack_ticket);
                 // Events already on the wire arrive while we close.
                 let c = self.conns.remove(&id).unwrap();
                 self.conn_wake.remove(&id);

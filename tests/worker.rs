@@ -203,6 +203,33 @@ fn a_manual_ack_for_a_dead_connection_is_an_error() {
 }
 
 #[test]
+fn acks_due_when_the_connection_closes_are_written_first() {
+    // At shutdown the last downstream message's ACK and an upstream message
+    // arrive together: the engine closes the connection in the same step that
+    // hands out the upstream's ack. It must be written before the close, or
+    // CCS delivers the message again to someone who already has it.
+    let ccs = MemCcs::new(Duration::ZERO);
+    ccs.rule(|_, _| mem::Answer::Silent);
+    let (client, _events) = Client::start_with(config(), ccs.clone()).unwrap();
+    client
+        .send(Message::to("device").message_id("m-1"))
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(5);
+    while ccs.lock().written.is_empty() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let server = ccs.clone();
+    let late = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(150));
+        server.broadcast_all(&[mem::ack_event("m-1"), upstream_event("dev-1", "up-1")]);
+    });
+    let left = client.shutdown(Duration::from_secs(3));
+    late.join().unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(ccs.lock().acks, [(1, "up-1".to_string())]);
+}
+
+#[test]
 fn huge_timeouts_do_not_panic() {
     let ccs = MemCcs::new(Duration::ZERO);
     let cfg = config()

@@ -178,9 +178,22 @@ fn drive(
             shared.notify_changed();
         }
         if step.close {
+            // Acks handed out with the close go first: the application has
+            // those messages, and CCS would deliver them again otherwise.
+            let written = failed.is_none()
+                && !step.acks.is_empty()
+                && step
+                    .acks
+                    .iter()
+                    .all(|(to, mid)| link.ack_buffered(to, mid).is_ok())
+                && link.flush().is_ok();
+            if written {
+                flushed_ticket = step.ack_ticket;
+            }
             let left = shared.engine().deadline_left(Instant::now());
             let late = link.close(left);
             let mut eng = shared.engine();
+            report_flushed(&mut eng, id, &mut flushed_ticket);
             eng.closed(id, late, Instant::now());
             eng.take_events(&mut events);
             drop(eng);

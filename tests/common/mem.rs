@@ -103,6 +103,18 @@ impl MemCcs {
         }
     }
 
+    /// Sends these events to every live connection at once: the client reads
+    /// them in one batch.
+    pub fn broadcast_all(&self, evs: &[Event]) {
+        let live = self.lock().live.clone();
+        let now = Instant::now();
+        for c in live {
+            let mut i = c.inbox.lock().unwrap();
+            i.events.extend(evs.iter().map(|e| (now, e.clone())));
+            c.ready.notify_all();
+        }
+    }
+
     /// Drops every live connection.
     pub fn drop_all(&self) {
         let live = std::mem::take(&mut self.lock().live);
