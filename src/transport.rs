@@ -1,8 +1,10 @@
 //! Transport: TCP + direct TLS (no STARTTLS), with every blocking step bounded.
 
+use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -157,7 +159,49 @@ pub(crate) fn parse_roots(pem: &[u8]) -> std::result::Result<Vec<Certificate>, S
     Ok(certs)
 }
 
-/// Builds the TLS connector: system roots, extra roots, verification on.
+/// Most distinct TLS settings (extra roots, verification switch) whose
+/// connector [`shared_connector`] keeps.
+const CONNECTOR_CACHE: usize = 8;
+
+/// The TLS settings a connector is built from.
+type ConnectorKey = (Vec<Vec<u8>>, bool);
+
+/// The TLS connector for `config`, built once per process for each distinct
+/// set of TLS settings and then shared by every connection that uses them.
+///
+/// Building one loads the system root store into a new OpenSSL context
+/// (close to 1 MiB resident and tens of milliseconds of CPU); a clone of a
+/// built connector shares that context. The cache holds at most
+/// [`CONNECTOR_CACHE`] settings (the oldest goes first); a failed build is not
+/// kept, and the system root store is read when a setting is first used.
+pub(crate) fn shared_connector(config: &Config) -> Result<TlsConnector> {
+    static CACHE: Mutex<Vec<(ConnectorKey, TlsConnector)>> = Mutex::new(Vec::new());
+    let key = (
+        config.extra_root_pems.clone(),
+        config.danger_accept_invalid_certs,
+    );
+    {
+        let cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, c)) = cache.iter().find(|(k, _)| *k == key) {
+            if config.danger_accept_invalid_certs {
+                log::warn!("certificate verification is disabled (danger_accept_invalid_certs)");
+            }
+            return Ok(c.clone());
+        }
+    }
+    // Built outside the lock: two first connects may both build; one is kept.
+    let built = tls_connector(config)?;
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if !cache.iter().any(|(k, _)| *k == key) {
+        if cache.len() >= CONNECTOR_CACHE {
+            cache.remove(0);
+        }
+        cache.push((key, built.clone()));
+    }
+    Ok(built)
+}
+
+/// Builds a TLS connector: system roots, extra roots, verification on.
 pub(crate) fn tls_connector(config: &Config) -> Result<TlsConnector> {
     let mut b = TlsConnector::builder();
     for pem in &config.extra_root_pems {
@@ -210,7 +254,7 @@ fn classify_tls(e: native_tls::Error) -> Error {
 /// Returns the stream and the handshake deadline, which the XMPP handshake
 /// that follows shares.
 pub(crate) fn connect_tls(config: &Config) -> Result<(TlsStream<TcpStream>, Option<Instant>)> {
-    let connector = tls_connector(config)?;
+    let connector = shared_connector(config)?;
     let tcp = connect_tcp(config)?;
     let deadline = config
         .timeouts
@@ -276,5 +320,328 @@ fn handshake_failure(e: native_tls::Error) -> Error {
         )
     } else {
         classify_tls(e)
+    }
+}
+
+/// Size of the blocks a reader thread reads from its socket (at most this
+/// much per block; a block holds what the kernel had).
+const READ_BLOCK: usize = 32 * 1024;
+
+/// Blocks a reader thread may have forwarded and the I/O thread not yet
+/// taken; past this the reader stops reading (the peer then sees a full
+/// window), so at most `READ_BLOCK * INBOUND_BLOCKS` bytes wait per connection.
+const INBOUND_BLOCKS: usize = 32;
+
+/// What a reader thread forwards to its connection's I/O thread, on the
+/// same channel as the wake-ups other threads send it.
+pub(crate) enum Inbound {
+    /// Raw bytes from the socket, in the order they arrived.
+    Bytes(Vec<u8>),
+    /// The socket ended: `None` at EOF, else the read error.
+    End(Option<io::Error>),
+    /// Work for the I/O thread (something to write, shutdown): return from
+    /// [`ChannelSocket::wait_input`] at once.
+    Wake,
+}
+
+/// What [`ChannelSocket::wait_input`] returned for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Waited {
+    /// Bytes (or the end of the stream) are ready to read.
+    Input,
+    /// Another thread asked the I/O thread to look at its work.
+    Woken,
+    /// The time ran out.
+    TimedOut,
+}
+
+/// Sends wake-ups to one [`ChannelSocket`], at most one in its channel at a
+/// time: a busy I/O thread is not woken once per message.
+#[derive(Clone)]
+pub(crate) struct WakeSender {
+    tx: mpsc::SyncSender<Inbound>,
+    /// True while a wake-up is in the channel, not yet taken.
+    queued: Arc<AtomicBool>,
+}
+
+impl WakeSender {
+    /// Makes the I/O thread look at its work soon. When the channel is
+    /// full of bytes no wake-up is queued: the I/O thread has input to take
+    /// and looks at its work after taking it.
+    pub(crate) fn wake(&self) {
+        if !self.queued.swap(true, AtomicOrdering::AcqRel)
+            && self.tx.try_send(Inbound::Wake).is_err()
+        {
+            self.queued.store(false, AtomicOrdering::Release);
+        }
+    }
+}
+
+/// A socket whose reads come from a reader thread and whose writes go
+/// straight to the socket, so the one thread that owns a TLS session can
+/// wait for bytes from the network and for work from other threads at once.
+///
+/// The reader thread blocks in `read` on a clone of the socket and forwards
+/// each block over a bounded channel; [`WakeSender`]s share that channel.
+/// Timeouts and nonblocking mode are kept here, never set on the socket
+/// (the clone shares them). Dropping it shuts the socket down and joins the
+/// reader thread.
+pub(crate) struct ChannelSocket {
+    tcp: TcpStream,
+    rx: Option<mpsc::Receiver<Inbound>>,
+    tx: mpsc::SyncSender<Inbound>,
+    queued: Arc<AtomicBool>,
+    block: Vec<u8>,
+    at: usize,
+    /// The stream ended; the error (if any) is returned by the next read.
+    ended: bool,
+    error: Option<io::Error>,
+    woken: bool,
+    read_timeout: Option<Duration>,
+    nonblocking: bool,
+    reader: Option<thread::JoinHandle<()>>,
+}
+
+impl fmt::Debug for ChannelSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChannelSocket")
+            .field("buffered", &(self.block.len() - self.at))
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChannelSocket {
+    /// Starts the reader thread on a clone of `tcp`.
+    ///
+    /// # Errors
+    /// The socket cannot be cloned, or no thread can be started.
+    pub(crate) fn new(tcp: TcpStream) -> io::Result<ChannelSocket> {
+        let mut source = tcp.try_clone()?;
+        // The clone shares the socket's options: reads block with no
+        // timeout; the I/O thread's waits are bounded on the channel.
+        tcp.set_read_timeout(None)?;
+        tcp.set_nonblocking(false)?;
+        let (tx, rx) = mpsc::sync_channel(INBOUND_BLOCKS);
+        let forward = tx.clone();
+        let reader = thread::Builder::new()
+            .name("fcm-xmpp-read".into())
+            .spawn(move || forward_blocks(&mut source, &forward))?;
+        Ok(ChannelSocket {
+            tcp,
+            rx: Some(rx),
+            tx,
+            queued: Arc::new(AtomicBool::new(false)),
+            block: Vec::new(),
+            at: 0,
+            ended: false,
+            error: None,
+            woken: false,
+            read_timeout: None,
+            nonblocking: false,
+            reader: Some(reader),
+        })
+    }
+
+    /// A handle other threads use to wake the I/O thread.
+    pub(crate) fn wake_sender(&self) -> WakeSender {
+        WakeSender {
+            tx: self.tx.clone(),
+            queued: Arc::clone(&self.queued),
+        }
+    }
+
+    /// True if bytes (or the end of the stream) are here to read now.
+    pub(crate) fn has_input(&self) -> bool {
+        self.at < self.block.len() || self.ended
+    }
+
+    /// Waits until input is ready, a wake-up comes or `until` passes
+    /// (`None`: no limit).
+    pub(crate) fn wait_input(&mut self, until: Option<Instant>) -> Waited {
+        loop {
+            if self.woken {
+                self.woken = false;
+                return Waited::Woken;
+            }
+            if self.has_input() {
+                return Waited::Input;
+            }
+            let Some(rx) = &self.rx else {
+                self.ended = true;
+                continue;
+            };
+            let got = match until {
+                None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+                Some(u) => {
+                    let now = Instant::now();
+                    if now >= u {
+                        return Waited::TimedOut;
+                    }
+                    rx.recv_timeout(u - now)
+                }
+            };
+            match got {
+                Ok(m) => self.take(m),
+                Err(mpsc::RecvTimeoutError::Timeout) => return Waited::TimedOut,
+                Err(mpsc::RecvTimeoutError::Disconnected) => self.ended = true,
+            }
+        }
+    }
+
+    fn take(&mut self, m: Inbound) {
+        match m {
+            Inbound::Bytes(b) => {
+                self.block = b;
+                self.at = 0;
+            }
+            Inbound::End(e) => {
+                self.ended = true;
+                self.error = e;
+            }
+            Inbound::Wake => {
+                self.queued.store(false, AtomicOrdering::Release);
+                self.woken = true;
+            }
+        }
+    }
+}
+
+/// The reader thread: forwards what `source` reads until it ends or the
+/// [`ChannelSocket`] is gone.
+fn forward_blocks(source: &mut TcpStream, tx: &mpsc::SyncSender<Inbound>) {
+    let mut buf = vec![0u8; READ_BLOCK];
+    loop {
+        match source.read(&mut buf) {
+            Ok(0) => {
+                let _ = tx.send(Inbound::End(None));
+                return;
+            }
+            Ok(n) => {
+                if tx.send(Inbound::Bytes(buf[..n].to_vec())).is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                let _ = tx.send(Inbound::End(Some(e)));
+                return;
+            }
+        }
+    }
+}
+
+impl Read for ChannelSocket {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let until = self
+            .read_timeout
+            .map(|t| crate::time::later(Instant::now(), t));
+        loop {
+            if self.at < self.block.len() {
+                let n = out.len().min(self.block.len() - self.at);
+                out[..n].copy_from_slice(&self.block[self.at..self.at + n]);
+                self.at += n;
+                return Ok(n);
+            }
+            if self.ended {
+                return match self.error.take() {
+                    Some(e) => Err(e),
+                    None => Ok(0),
+                };
+            }
+            let Some(rx) = &self.rx else {
+                self.ended = true;
+                continue;
+            };
+            let got = if self.nonblocking {
+                rx.try_recv().map_err(|e| match e {
+                    mpsc::TryRecvError::Empty => mpsc::RecvTimeoutError::Timeout,
+                    mpsc::TryRecvError::Disconnected => mpsc::RecvTimeoutError::Disconnected,
+                })
+            } else {
+                match until {
+                    None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+                    Some(u) => rx.recv_timeout(u.saturating_duration_since(Instant::now())),
+                }
+            };
+            match got {
+                // A wake-up met inside a read is kept for `wait_input`.
+                Ok(m) => self.take(m),
+                Err(mpsc::RecvTimeoutError::Timeout) if self.nonblocking => {
+                    return Err(io::ErrorKind::WouldBlock.into())
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => return Err(io::ErrorKind::TimedOut.into()),
+                Err(mpsc::RecvTimeoutError::Disconnected) => self.ended = true,
+            }
+        }
+    }
+}
+
+impl Write for ChannelSocket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tcp.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.tcp.flush()
+    }
+}
+
+impl SetTimeout for ChannelSocket {
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.read_timeout = timeout;
+        Ok(())
+    }
+    fn set_write_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_write_timeout(&self.tcp, normalise(timeout))
+    }
+    fn set_nonblocking(&mut self, nonblocking: bool) -> io::Result<()> {
+        self.nonblocking = nonblocking;
+        Ok(())
+    }
+}
+
+impl Drop for ChannelSocket {
+    fn drop(&mut self) {
+        // Ends the reader's `read`; dropping the receiver ends a `send`
+        // blocked on a full channel. Then the thread is joined, not leaked.
+        let _ = self.tcp.shutdown(std::net::Shutdown::Both);
+        self.rx.take();
+        if let Some(h) = self.reader.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Like [`connect_tls`], but the TLS session runs over a [`ChannelSocket`]:
+/// a reader thread forwards the socket's bytes. The handshake deadline
+/// bounds the whole TLS handshake as there.
+pub(crate) fn connect_tls_threaded(
+    config: &Config,
+) -> Result<(TlsStream<ChannelSocket>, Option<Instant>)> {
+    let connector = shared_connector(config)?;
+    let tcp = connect_tcp(config)?;
+    let deadline = config
+        .timeouts
+        .handshake
+        .map(|t| crate::time::later(Instant::now(), t));
+    tcp.set_write_timeout(normalise(config.timeouts.handshake))?;
+    let mut sock = ChannelSocket::new(tcp)?;
+    sock.nonblocking = true;
+    let mut attempt = connector.connect(&config.endpoint.host, sock);
+    loop {
+        match attempt {
+            Ok(mut s) => {
+                SetTimeout::set_nonblocking(&mut s, false)?;
+                log::debug!("tls established with {}", config.endpoint);
+                return Ok((s, deadline));
+            }
+            Err(HandshakeError::Failure(e)) => return Err(handshake_failure(e)),
+            Err(HandshakeError::WouldBlock(mut mid)) => {
+                if mid.get_mut().wait_input(deadline) == Waited::TimedOut {
+                    return Err(Error::Timeout(Phase::Tls));
+                }
+                attempt = mid.handshake();
+            }
+        }
     }
 }

@@ -5,15 +5,43 @@
 //! takes any connector, so the whole client also runs over in-memory
 //! connections, for example against a simulated server in tests.
 
+use std::fmt;
 use std::io::{Read, Write};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::connection::Connection;
+use crate::connection::{Connection, ThreadedTlsStream};
 use crate::error::Result;
 use crate::event::Event;
 use crate::message::Message;
-use crate::transport::SetTimeout;
+use crate::time::later;
+use crate::transport::{SetTimeout, Waited, WakeSender};
+
+/// Wakes the thread driving a [`Link`] that waits in
+/// [`recv_event`](Link::recv_event): it returns `Ok(None)` soon, so the worker
+/// looks at new work (messages to send, acks, shutdown) without polling.
+#[derive(Clone)]
+pub struct Waker(Arc<dyn Fn() + Send + Sync>);
+
+impl Waker {
+    /// A waker that calls `wake` (from any thread, any number of times; it
+    /// should coalesce wake-ups and must not block).
+    pub fn new(wake: impl Fn() + Send + Sync + 'static) -> Waker {
+        Waker(Arc::new(wake))
+    }
+
+    /// Wakes the driving thread.
+    pub fn wake(&self) {
+        (self.0)();
+    }
+}
+
+impl fmt::Debug for Waker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Waker").finish_non_exhaustive()
+    }
+}
 
 /// One authenticated connection as the worker drives it. Used by one thread
 /// at a time.
@@ -51,6 +79,14 @@ pub trait Link: Send {
     /// timeout and at most `limit`, and returns the events that arrived
     /// meanwhile.
     fn close(self: Box<Self>, limit: Option<Duration>) -> Vec<Event>;
+    /// A way to cut [`recv_event`](Self::recv_event) short from another
+    /// thread. With one, the worker waits for input or a wake-up and never
+    /// polls; without one (the default) it waits at most
+    /// [`ClientConfig::poll_interval`](super::ClientConfig::poll_interval)
+    /// per call, so new work waits up to that long.
+    fn waker(&self) -> Option<Waker> {
+        None
+    }
 }
 
 /// Opens connections for the worker.
@@ -97,6 +133,58 @@ impl<S: Read + Write + SetTimeout + Send> Link for Connection<S> {
     }
 }
 
+/// The link [`TlsConnector`] opens: a reader thread forwards the socket's
+/// bytes, so [`recv_event`](Link::recv_event) wakes on input or on its
+/// [`Waker`] at once, whatever the timeout.
+struct ThreadedLink {
+    conn: Connection<ThreadedTlsStream>,
+    wake: WakeSender,
+}
+
+impl Link for ThreadedLink {
+    fn jid(&self) -> &str {
+        self.conn.jid()
+    }
+    fn send_buffered(&mut self, message: &Message) -> Result<()> {
+        self.conn.send_buffered(message)
+    }
+    fn ack_buffered(&mut self, to: &str, message_id: &str) -> Result<()> {
+        self.conn.ack_to(to, message_id)
+    }
+    fn flush(&mut self) -> Result<()> {
+        self.conn.flush()
+    }
+    fn recv_event(&mut self, timeout: Duration) -> Result<Option<Event>> {
+        let until = later(Instant::now(), timeout);
+        loop {
+            // Runs the keepalive timers and takes what is already here.
+            if let Some(ev) = self.conn.try_recv_event()? {
+                return Ok(Some(ev));
+            }
+            if Instant::now() >= until {
+                return Ok(None);
+            }
+            if self.conn.has_unread_input() {
+                continue;
+            }
+            let wait = self.conn.next_wake().map_or(until, |w| w.min(until));
+            if self.conn.get_mut().get_mut().wait_input(Some(wait)) == Waited::Woken {
+                return Ok(None);
+            }
+        }
+    }
+    fn try_recv_event(&mut self) -> Result<Option<Event>> {
+        self.conn.try_recv_event()
+    }
+    fn close(self: Box<Self>, limit: Option<Duration>) -> Vec<Event> {
+        Box::new(self.conn).close(limit)
+    }
+    fn waker(&self) -> Option<Waker> {
+        let wake = self.wake.clone();
+        Some(Waker::new(move || wake.wake()))
+    }
+}
+
 /// The connector [`Client::start`](super::Client::start) uses: TLS to
 /// `config.endpoint`, each attempt bounded by the configured timeouts and by
 /// the deadline it is given.
@@ -115,7 +203,7 @@ impl TlsConnector {
 impl Connector for TlsConnector {
     fn connect(&self, _slot: usize, deadline: Option<Instant>) -> Result<Box<dyn Link>> {
         let conn = match deadline {
-            None => Connection::connect(&self.config)?,
+            None => Connection::connect_threaded(&self.config)?,
             Some(d) => {
                 let left = d
                     .saturating_duration_since(Instant::now())
@@ -124,9 +212,10 @@ impl Connector for TlsConnector {
                 let t = &mut cfg.timeouts;
                 t.connect = Some(t.connect.map_or(left, |c| c.min(left)));
                 t.handshake = Some(t.handshake.map_or(left, |c| c.min(left)));
-                Connection::connect(&cfg)?
+                Connection::connect_threaded(&cfg)?
             }
         };
-        Ok(Box::new(conn))
+        let wake = conn.get_ref().get_ref().wake_sender();
+        Ok(Box::new(ThreadedLink { conn, wake }))
     }
 }

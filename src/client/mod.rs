@@ -22,7 +22,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 pub use backoff::Backoff;
-pub use link::{Connector, Link, TlsConnector};
+pub use link::{Connector, Link, TlsConnector, Waker};
 
 use crate::config::Config;
 use crate::error::{Error, InvalidMessage, Result};
@@ -637,6 +637,7 @@ impl Client {
                     shared.thread_ended();
                     shared.engine().shutdown(Instant::now());
                     shared.notify_changed();
+                    shared.wake_links();
                     for t in threads {
                         let _ = t.join();
                     }
@@ -725,6 +726,7 @@ impl Inner {
         let deadline = engine::later(Instant::now(), timeout);
         self.shared.engine().shutdown(deadline);
         self.shared.notify_changed();
+        self.shared.wake_links();
         self.shared.notify_space();
         let until = engine::later(deadline, SHUTDOWN_MARGIN);
         let all_ended = self.shared.wait_threads(until);

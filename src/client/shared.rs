@@ -2,14 +2,14 @@
 //! the condition variables that wake waiters, the event channel, the
 //! connector and the thread bookkeeping.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::engine::{later, AckState, Engine};
-use super::link::Connector;
+use super::engine::{later, AckState, ConnId, Engine};
+use super::link::{Connector, Waker};
 use super::{AckHandle, ClientConfig, ClientEvent, Metrics, SendError, SendErrorKind};
 use crate::error::{Error, Phase, Result};
 use crate::message::Message;
@@ -29,6 +29,12 @@ pub(crate) struct Shared {
     /// Worker threads still running, and the signal when one ends.
     live: Mutex<usize>,
     ended: Condvar,
+    /// The wakers of the connections being driven, to tell their I/O
+    /// threads about new work.
+    wakers: Mutex<Vec<(ConnId, Waker)>>,
+    /// Passes through the I/O loops of all connections (a test hook: an
+    /// idle connection must not make any).
+    pub(crate) io_passes: AtomicU64,
 }
 
 impl std::fmt::Debug for Shared {
@@ -61,6 +67,8 @@ impl Shared {
             threads: Mutex::new(Vec::new()),
             live: Mutex::new(0),
             ended: Condvar::new(),
+            wakers: Mutex::new(Vec::new()),
+            io_passes: AtomicU64::new(0),
         }
     }
 
@@ -89,7 +97,11 @@ impl Shared {
         let mut message = message;
         loop {
             match eng.accept(message) {
-                Ok(()) => return Ok(id),
+                Ok(()) => {
+                    drop(eng);
+                    self.wake_links();
+                    return Ok(id);
+                }
                 Err((m, SendErrorKind::Full)) => {
                     let now = Instant::now();
                     match deadline {
@@ -120,6 +132,7 @@ impl Shared {
     pub(crate) fn manual_ack(&self, h: &AckHandle) -> Result<()> {
         let mut eng = self.engine();
         let ticket = eng.manual_ack(h)?;
+        self.wake_link(h.conn_id);
         let wait = self
             .cfg
             .connection
@@ -201,6 +214,31 @@ impl Shared {
             .wait_timeout(eng, wait)
             .unwrap_or_else(|e| e.into_inner())
             .0
+    }
+
+    /// Registers the waker of connection `id` (until [`drop_waker`](Self::drop_waker)).
+    pub(crate) fn add_waker(&self, id: ConnId, waker: Waker) {
+        lock(&self.wakers).push((id, waker));
+    }
+
+    /// Forgets the waker of connection `id`.
+    pub(crate) fn drop_waker(&self, id: ConnId) {
+        lock(&self.wakers).retain(|(c, _)| *c != id);
+    }
+
+    /// Tells every connection's I/O thread to look at the engine: new
+    /// messages, requeued ones, shutdown. Coalesced per connection.
+    pub(crate) fn wake_links(&self) {
+        for (_, w) in lock(&self.wakers).iter() {
+            w.wake();
+        }
+    }
+
+    /// Tells the I/O thread of connection `id` to look at the engine.
+    pub(crate) fn wake_link(&self, id: ConnId) {
+        for (_, w) in lock(&self.wakers).iter().filter(|(c, _)| *c == id) {
+            w.wake();
+        }
     }
 
     // ----- threads -----

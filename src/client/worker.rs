@@ -4,9 +4,10 @@
 
 use std::cell::Cell;
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::engine::{ConnId, Engine, SlotStep};
 use super::link::Link;
@@ -16,6 +17,25 @@ use crate::error::Error;
 
 /// Most events handled between two chances to write.
 const READ_BATCH: usize = 512;
+
+/// Longest wait of an I/O thread whose link has a [`Waker`](super::Waker)
+/// and no timer: a safety net only (new work wakes it), a pass a second.
+const IDLE_RECHECK: Duration = Duration::from_secs(1);
+
+/// Keeps a connection's waker registered while it is driven; forgets it
+/// however the driving ends, and wakes the other connections, which may
+/// now have its messages to send.
+struct Registered<'a> {
+    shared: &'a Shared,
+    id: ConnId,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.shared.drop_waker(self.id);
+        self.shared.wake_links();
+    }
+}
 
 /// Runs `body` on this thread; a panic inside becomes a fatal error, and
 /// the connection it was driving is given up so its messages are returned.
@@ -137,11 +157,23 @@ fn drive(
     hand_off_drain: bool,
 ) -> Option<Box<dyn Link>> {
     let poll = shared.cfg.poll_interval;
+    let waker = link.waker();
+    let _registered = waker.map(|w| {
+        shared.add_waker(id, w);
+        Registered { shared, id }
+    });
+    // With a waker, new work cuts a wait short: no polling.
+    let idle_wait = if _registered.is_some() {
+        IDLE_RECHECK
+    } else {
+        poll
+    };
     let mut events: Vec<ClientEvent> = Vec::new();
     let mut unsendable = Vec::new();
     let mut inbound = Vec::with_capacity(64);
     let mut flushed_ticket = 0;
     loop {
+        shared.io_passes.fetch_add(1, Ordering::Relaxed);
         // 1. Ask the engine what to write, and buffer it.
         let now = Instant::now();
         let mut failed: Option<Error> = None;
@@ -222,8 +254,8 @@ fn drive(
             if shared.backlogged() {
                 thread::sleep(poll);
             } else {
-                let wait = step.wake.map_or(poll, |w| {
-                    w.saturating_duration_since(Instant::now()).min(poll)
+                let wait = step.wake.map_or(idle_wait, |w| {
+                    w.saturating_duration_since(Instant::now()).min(idle_wait)
                 });
                 let mut next = link.recv_event(wait);
                 loop {
@@ -271,6 +303,8 @@ fn drive(
             shared.notify_changed();
         }
         if draining && hand_off_drain {
+            // Its queue share goes to the others (and the replacement).
+            shared.wake_links();
             return Some(link);
         }
     }

@@ -84,7 +84,33 @@ impl Connection<TlsTcpStream> {
     pub fn connect(config: &Config) -> Result<Self> {
         config.validate()?;
         let (tls, deadline) = transport::connect_tls(config)?;
-        // One handshake deadline covers TLS and XMPP together.
+        Connection::after_tls(tls, deadline, config)
+    }
+}
+
+/// The stream of a connection whose socket a reader thread reads (the
+/// worker's connections).
+pub(crate) type ThreadedTlsStream = TlsStream<transport::ChannelSocket>;
+
+impl Connection<ThreadedTlsStream> {
+    /// As [`Connection::connect`], with a reader thread forwarding the
+    /// socket's bytes (see [`transport::ChannelSocket`]).
+    pub(crate) fn connect_threaded(config: &Config) -> Result<Self> {
+        config.validate()?;
+        let (tls, deadline) = transport::connect_tls_threaded(config)?;
+        Connection::after_tls(tls, deadline, config)
+    }
+
+    /// True if bytes already received wait to be decrypted or parsed.
+    pub(crate) fn has_unread_input(&self) -> bool {
+        let tls = self.get_ref();
+        tls.get_ref().has_input() || tls.buffered_read_size().is_ok_and(|n| n > 0)
+    }
+}
+
+impl<S: Read + Write + SetTimeout> Connection<S> {
+    /// The XMPP handshake after the TLS one: one handshake deadline covers both.
+    fn after_tls(tls: S, deadline: Option<Instant>, config: &Config) -> Result<Self> {
         match deadline {
             Some(d) => {
                 let mut rest = config.clone();
@@ -132,6 +158,11 @@ impl<S> Connection<S> {
     /// True once the stream is closed (by either side or by an error).
     pub fn is_closed(&self) -> bool {
         self.io.is_closed() || self.session.is_closed()
+    }
+
+    /// When the keepalive policy next needs [`tick`](Self::tick) (`None`: never).
+    pub(crate) fn next_wake(&self) -> Option<Instant> {
+        self.session.next_wake()
     }
 
     /// Lowers the time [`close`](Self::close) waits for the server to at
