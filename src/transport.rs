@@ -412,6 +412,11 @@ impl fmt::Debug for ChannelSocket {
 }
 
 impl ChannelSocket {
+    /// Shuts the socket down (both directions): the reader thread then ends.
+    pub(crate) fn shutdown(&self) -> io::Result<()> {
+        self.tcp.shutdown(std::net::Shutdown::Both)
+    }
+
     /// Starts the reader thread on a clone of `tcp`.
     ///
     /// # Errors
@@ -567,10 +572,11 @@ impl Read for ChannelSocket {
             match got {
                 // A wake-up met inside a read is kept for `wait_input`.
                 Ok(m) => self.take(m),
-                Err(mpsc::RecvTimeoutError::Timeout) if self.nonblocking => {
+                // `WouldBlock` as a socket's timeout reports it on Linux: OpenSSL
+                // retries only that one (a `TimedOut` would fail the session).
+                Err(mpsc::RecvTimeoutError::Timeout) => {
                     return Err(io::ErrorKind::WouldBlock.into())
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => return Err(io::ErrorKind::TimedOut.into()),
                 Err(mpsc::RecvTimeoutError::Disconnected) => self.ended = true,
             }
         }

@@ -4,14 +4,17 @@
 //! [`ccs`] the CCS traffic once bound, both on the session's buffers only, so
 //! their tests (in `tests.rs`) need no socket.
 //!
-//! The session thread owns its TLS stream and alternates: read one block with a short
-//! timeout, handle every complete stanza in it, run timers (held-back answers, draining,
+//! The session thread owns its TLS stream, whose bytes a reader thread forwards (see
+//! `transport::ChannelSocket`), and alternates: wait for bytes at most until the next
+//! held-back answer is due or the poll interval passes (a channel wait, exact to well
+//! under a millisecond, where a socket read timeout would be rounded up to the kernel's
+//! tick), handle every complete stanza in it, run timers (held-back answers, draining,
 //! keepalive) and script commands, then write everything queued in one write call. Ledger
 //! changes and events are collected per batch and published just before that write.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::TcpStream;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,6 +30,7 @@ use super::wire::{self, NS_SASL};
 use super::{ClientBytes, ConnId, EmulatorEvent};
 use crate::error::XmlError;
 use crate::event::NackCode;
+use crate::transport::{ChannelSocket, SetTimeout};
 use crate::xml::{first_forbidden_char, Element, Node, Packet, ReaderLimits, StanzaReader};
 
 /// Socket timeout while the TLS handshake runs (so a silent client cannot block shutdown).
@@ -38,7 +42,7 @@ const WRITE_STALL: Duration = Duration::from_secs(30);
 /// Longest resource accepted at bind (RFC 6122 allows 1023 bytes).
 const MAX_RESOURCE: usize = 1023;
 
-type Tls = TlsStream<TcpStream>;
+type Tls = TlsStream<ChannelSocket>;
 
 mod ccs;
 mod handshake;
@@ -62,14 +66,19 @@ pub(crate) fn run(shared: Arc<Shared>, id: ConnId, tcp: TcpStream, ctl: Arc<Sess
 
 fn tls_accept(shared: &Shared, tcp: TcpStream) -> Result<Tls, String> {
     let setup = tcp
-        .set_read_timeout(Some(TLS_STEP))
-        .and_then(|()| tcp.set_write_timeout(Some(TLS_STEP)))
-        .and_then(|()| tcp.set_nodelay(true));
-    if let Err(e) = setup {
-        return Err(format!("socket setup failed: {e}"));
-    }
+        .set_write_timeout(Some(TLS_STEP))
+        .and_then(|()| tcp.set_nodelay(true))
+        .and_then(|()| ChannelSocket::new(tcp))
+        .and_then(|mut sock| {
+            sock.set_read_timeout(Some(TLS_STEP))?;
+            Ok(sock)
+        });
+    let sock = match setup {
+        Ok(sock) => sock,
+        Err(e) => return Err(format!("socket setup failed: {e}")),
+    };
     let deadline = Instant::now() + shared.settings.handshake_timeout;
-    let mut attempt = shared.acceptor.accept(tcp);
+    let mut attempt = shared.acceptor.accept(sock);
     loop {
         match attempt {
             Ok(tls) => return Ok(tls),
@@ -239,10 +248,8 @@ impl Session {
                 complete: true,
             });
         }
-        let setup = tls
-            .get_ref()
-            .set_read_timeout(Some(self.shared.settings.poll))
-            .and_then(|()| tls.get_ref().set_write_timeout(Some(WRITE_STEP)));
+        let poll = self.shared.settings.poll;
+        let setup = SetTimeout::set_write_timeout(tls, Some(WRITE_STEP));
         if let Err(e) = setup {
             return format!("socket setup failed: {e}");
         }
@@ -261,6 +268,14 @@ impl Session {
                 }
             }
             if self.ending.is_none() {
+                // Wake for the next held-back answer when it is due.
+                let now = Instant::now();
+                let wait = self.delayed.front().map_or(poll, |(due, _)| {
+                    due.saturating_duration_since(now).min(poll)
+                });
+                if let Err(e) = SetTimeout::set_read_timeout(tls, Some(wait)) {
+                    return format!("socket setup failed: {e}");
+                }
                 let read = match &mut self.recorded {
                     None => self.reader.read_from(tls),
                     Some(rec) => self.reader.read_from(&mut Tap {
@@ -325,7 +340,7 @@ impl Session {
                 self.publish(false);
             }
         }
-        let _ = tls.get_ref().shutdown(Shutdown::Both);
+        let _ = tls.get_ref().shutdown();
     }
 
     /// Writes everything queued in one write call (retried across socket timeouts).
