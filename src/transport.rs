@@ -166,6 +166,9 @@ const CONNECTOR_CACHE: usize = 8;
 /// The TLS settings a connector is built from.
 type ConnectorKey = (Vec<Vec<u8>>, bool);
 
+/// The connectors [`shared_connector`] built, newest last.
+static CACHE: Mutex<Vec<(ConnectorKey, TlsConnector)>> = Mutex::new(Vec::new());
+
 /// The TLS connector for `config`, built once per process for each distinct
 /// set of TLS settings and then shared by every connection that uses them.
 ///
@@ -175,7 +178,6 @@ type ConnectorKey = (Vec<Vec<u8>>, bool);
 /// [`CONNECTOR_CACHE`] settings (the oldest goes first); a failed build is not
 /// kept, and the system root store is read when a setting is first used.
 pub(crate) fn shared_connector(config: &Config) -> Result<TlsConnector> {
-    static CACHE: Mutex<Vec<(ConnectorKey, TlsConnector)>> = Mutex::new(Vec::new());
     let key = (
         config.extra_root_pems.clone(),
         config.danger_accept_invalid_certs,
@@ -422,6 +424,14 @@ impl ChannelSocket {
     /// # Errors
     /// The socket cannot be cloned, or no thread can be started.
     pub(crate) fn new(tcp: TcpStream) -> io::Result<ChannelSocket> {
+        ChannelSocket::named(tcp, "fcm-xmpp-read")
+    }
+
+    /// As [`new`](Self::new), naming the reader thread `name`.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub(crate) fn named(tcp: TcpStream, name: &str) -> io::Result<ChannelSocket> {
         let mut source = tcp.try_clone()?;
         // The clone shares the socket's options: reads block with no
         // timeout; the I/O thread's waits are bounded on the channel.
@@ -430,7 +440,7 @@ impl ChannelSocket {
         let (tx, rx) = mpsc::sync_channel(INBOUND_BLOCKS);
         let forward = tx.clone();
         let reader = thread::Builder::new()
-            .name("fcm-xmpp-read".into())
+            .name(name.into())
             .spawn(move || forward_blocks(&mut source, &forward))?;
         Ok(ChannelSocket {
             tcp,
@@ -651,3 +661,6 @@ pub(crate) fn connect_tls_threaded(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

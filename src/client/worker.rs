@@ -309,3 +309,6 @@ fn drive(
         }
     }
 }
+
+#[cfg(all(test, feature = "emulator"))]
+mod tests;

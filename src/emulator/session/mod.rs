@@ -68,7 +68,7 @@ fn tls_accept(shared: &Shared, tcp: TcpStream) -> Result<Tls, String> {
     let setup = tcp
         .set_write_timeout(Some(TLS_STEP))
         .and_then(|()| tcp.set_nodelay(true))
-        .and_then(|()| ChannelSocket::new(tcp))
+        .and_then(|()| ChannelSocket::named(tcp, "fcm-emu-read"))
         .and_then(|mut sock| {
             sock.set_read_timeout(Some(TLS_STEP))?;
             Ok(sock)
