@@ -557,7 +557,7 @@ impl Engine {
                 slot,
                 jid: jid.to_string(),
                 up_at: now,
-                window: VecDeque::with_capacity(self.max_pending),
+                window: VecDeque::new(),
                 fresh: 0,
                 draining_since: None,
                 closing: false,
