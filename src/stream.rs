@@ -61,7 +61,8 @@ impl<S: Read + Write + SetTimeout> XmppStream<S> {
                 max_stanza_size: config.max_stanza_size,
                 max_depth: config.max_depth,
             }),
-            out: String::with_capacity(16 * 1024),
+            // The handshake's stanzas are a few hundred bytes each.
+            out: String::with_capacity(1024),
             read_timeout: None,
             nonblocking: false,
             closed: false,

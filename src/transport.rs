@@ -327,12 +327,13 @@ fn handshake_failure(e: native_tls::Error) -> Error {
 
 /// Size of the blocks a reader thread reads from its socket (at most this
 /// much per block; a block holds what the kernel had).
-const READ_BLOCK: usize = 32 * 1024;
+const READ_BLOCK: usize = 16 * 1024;
 
 /// Blocks a reader thread may have forwarded and the I/O thread not yet
 /// taken; past this the reader stops reading (the peer then sees a full
-/// window), so at most `READ_BLOCK * INBOUND_BLOCKS` bytes wait per connection.
-const INBOUND_BLOCKS: usize = 32;
+/// window), so at most `READ_BLOCK * INBOUND_BLOCKS` (1 MiB) wait per
+/// connection.
+const INBOUND_BLOCKS: usize = 64;
 
 /// What a reader thread forwards to its connection's I/O thread, on the
 /// same channel as the wake-ups other threads send it.
@@ -364,6 +365,12 @@ pub(crate) struct WakeSender {
     tx: mpsc::SyncSender<Inbound>,
     /// True while a wake-up is in the channel, not yet taken.
     queued: Arc<AtomicBool>,
+}
+
+impl fmt::Debug for WakeSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WakeSender").finish_non_exhaustive()
+    }
 }
 
 impl WakeSender {
@@ -523,17 +530,26 @@ impl ChannelSocket {
 }
 
 /// The reader thread: forwards what `source` reads until it ends or the
-/// [`ChannelSocket`] is gone.
+/// [`ChannelSocket`] is gone. It waits for data with `peek` and only then
+/// allocates a block, so an idle connection holds no read buffer here.
 fn forward_blocks(source: &mut TcpStream, tx: &mpsc::SyncSender<Inbound>) {
-    let mut buf = vec![0u8; READ_BLOCK];
     loop {
-        match source.read(&mut buf) {
-            Ok(0) => {
+        let got = source.peek(&mut [0u8; 1]).and_then(|ready| {
+            if ready == 0 {
+                return Ok(Vec::new());
+            }
+            let mut block = vec![0u8; READ_BLOCK];
+            let n = source.read(&mut block)?;
+            block.truncate(n);
+            Ok(block)
+        });
+        match got {
+            Ok(block) if block.is_empty() => {
                 let _ = tx.send(Inbound::End(None));
                 return;
             }
-            Ok(n) => {
-                if tx.send(Inbound::Bytes(buf[..n].to_vec())).is_err() {
+            Ok(block) => {
+                if tx.send(Inbound::Bytes(block)).is_err() {
                     return;
                 }
             }
@@ -556,6 +572,11 @@ impl Read for ChannelSocket {
                 let n = out.len().min(self.block.len() - self.at);
                 out[..n].copy_from_slice(&self.block[self.at..self.at + n]);
                 self.at += n;
+                if self.at == self.block.len() {
+                    // An idle connection keeps no block.
+                    self.block = Vec::new();
+                    self.at = 0;
+                }
                 return Ok(n);
             }
             if self.ended {
@@ -580,7 +601,12 @@ impl Read for ChannelSocket {
                 }
             };
             match got {
-                // A wake-up met inside a read is kept for `wait_input`.
+                // A wake-up ends a blocking read (as its timeout would); one met
+                // while draining without blocking is kept for `wait_input`.
+                Ok(Inbound::Wake) if !self.nonblocking => {
+                    self.take(Inbound::Wake);
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
                 Ok(m) => self.take(m),
                 // `WouldBlock` as a socket's timeout reports it on Linux: OpenSSL
                 // retries only that one (a `TimedOut` would fail the session).

@@ -170,7 +170,8 @@ fn drive(
     };
     let mut events: Vec<ClientEvent> = Vec::new();
     let mut unsendable = Vec::new();
-    let mut inbound = Vec::with_capacity(64);
+    // Grows with the traffic: an idle connection keeps nothing here.
+    let mut inbound = Vec::new();
     let mut flushed_ticket = 0;
     loop {
         shared.io_passes.fetch_add(1, Ordering::Relaxed);

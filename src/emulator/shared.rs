@@ -10,7 +10,7 @@ use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ use super::outbound::{OutItem, Outbound};
 use super::script::ScriptCell;
 use super::{session, ClientBytes, ConnId, EmulatorEvent};
 use crate::config::ServerKey;
+use crate::transport::WakeSender;
 
 /// Settings fixed at start.
 #[derive(Debug, Clone)]
@@ -60,12 +61,22 @@ pub(crate) enum Command {
 pub(crate) struct SessionCtl {
     pending: AtomicBool,
     cmds: Mutex<Vec<Command>>,
+    /// Wakes the session's thread from its wait for bytes (set once its socket is up).
+    waker: OnceLock<WakeSender>,
 }
 
 impl SessionCtl {
     pub(crate) fn push(&self, cmd: Command) {
         lock(&self.cmds).push(cmd);
         self.pending.store(true, Ordering::Release);
+        if let Some(w) = self.waker.get() {
+            w.wake();
+        }
+    }
+
+    /// Lets [`push`](Self::push) wake the session's thread.
+    pub(crate) fn set_waker(&self, waker: WakeSender) {
+        let _ = self.waker.set(waker);
     }
 
     /// Takes all queued commands (cheap when there are none).

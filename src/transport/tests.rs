@@ -135,6 +135,23 @@ fn a_wake_up_met_inside_a_read_is_kept_for_the_wait() {
 }
 
 #[test]
+fn a_wake_up_ends_a_blocking_read() {
+    let (mut sock, _peer) = pair();
+    sock.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    sock.wake_sender().wake();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let r = sock.read(&mut [0; 8]).map_err(|e| e.kind());
+        let _ = tx.send(r);
+    });
+    let r = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the read went on after the wake-up");
+    assert_eq!(r, Err(io::ErrorKind::WouldBlock));
+}
+
+#[test]
 fn a_read_timeout_is_would_block_which_openssl_retries() {
     let (mut sock, _peer) = pair();
     sock.set_read_timeout(Some(Duration::from_millis(5)))

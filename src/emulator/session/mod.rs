@@ -51,9 +51,9 @@ mod tests;
 
 /// Runs one connection to its end and unregisters it.
 pub(crate) fn run(shared: Arc<Shared>, id: ConnId, tcp: TcpStream, ctl: Arc<SessionCtl>) {
-    let mut session = Session::new(Arc::clone(&shared), id, ctl);
+    let mut session = Session::new(Arc::clone(&shared), id, Arc::clone(&ctl));
     // A bug must not leave the connection registered: catch it, log it, clean up.
-    let outcome = panic::catch_unwind(AssertUnwindSafe(|| match tls_accept(&shared, tcp) {
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| match tls_accept(&shared, tcp, &ctl) {
         Ok(mut tls) => session.run(&mut tls),
         Err(reason) => reason,
     }));
@@ -64,7 +64,7 @@ pub(crate) fn run(shared: Arc<Shared>, id: ConnId, tcp: TcpStream, ctl: Arc<Sess
     session.finish(reason);
 }
 
-fn tls_accept(shared: &Shared, tcp: TcpStream) -> Result<Tls, String> {
+fn tls_accept(shared: &Shared, tcp: TcpStream, ctl: &SessionCtl) -> Result<Tls, String> {
     let setup = tcp
         .set_write_timeout(Some(TLS_STEP))
         .and_then(|()| tcp.set_nodelay(true))
@@ -77,6 +77,8 @@ fn tls_accept(shared: &Shared, tcp: TcpStream) -> Result<Tls, String> {
         Ok(sock) => sock,
         Err(e) => return Err(format!("socket setup failed: {e}")),
     };
+    // Scripting commands cut the session's wait short.
+    ctl.set_waker(sock.wake_sender());
     let deadline = Instant::now() + shared.settings.handshake_timeout;
     let mut attempt = shared.acceptor.accept(sock);
     loop {
