@@ -68,8 +68,13 @@ pub struct ClientConfig {
     /// `None` (default): a rate-exceeded NACK is a final rejection. `Some(d)`:
     /// retry that message after `d` (counting against `max_retries`).
     pub rate_limited_retry: Option<Duration>,
-    /// How long an I/O thread with nothing to write blocks in one read; the
-    /// most latency a newly queued message can wait. Default 2 ms.
+    /// How long an I/O thread blocks in one read when its [`Link`] has no
+    /// [`Waker`]: the most latency a newly queued message can wait there.
+    /// Also how long an I/O thread pauses while the application is behind
+    /// on reading events (`max_unread_events`). The connections of
+    /// [`Client::start`] have a waker: a reader thread per connection wakes
+    /// the I/O thread on input, and new work wakes it at once, so they never
+    /// poll and this does not bound their latency. Default 2 ms.
     pub poll_interval: Duration,
     /// How long [`Client::send`] waits for queue space. Default 30 s.
     pub send_timeout: Duration,

@@ -431,10 +431,11 @@ impl EmulatorBuilder {
         self
     }
 
-    /// How long a connection's thread blocks in one read before it looks at scripting
-    /// commands, timers and held-back answers: the most an answer under
-    /// [`Emulator::set_ack_delay`] or an injected upstream message can be late. Default
-    /// 5 ms; at least 100 µs. Shorter costs more CPU on idle connections.
+    /// How long a connection's thread waits for bytes before it looks at its timers
+    /// (keepalive, draining, the handshake limit) and the script. Held-back answers
+    /// under [`Emulator::set_ack_delay`] leave when due, and scripting commands (an
+    /// injected upstream message, drain, drop) wake the thread at once, whatever this
+    /// is. Default 5 ms; at least 100 µs. Shorter costs more CPU on idle connections.
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll = interval.max(MIN_POLL);
         self
@@ -509,6 +510,7 @@ impl EmulatorBuilder {
             settings,
             acceptor,
             stop: AtomicBool::new(false),
+            stop_accepting: AtomicBool::new(false),
             script: ScriptCell::default(),
             state: Mutex::new(State::default()),
             observer: self.observer,
@@ -793,7 +795,7 @@ impl Emulator {
     /// reads, TCP close otherwise) and joins all threads, within about a second even with
     /// stuck clients. Idempotent; [`Drop`] calls it. The ledger stays readable.
     pub fn shutdown(&self) {
-        if self.shared.stop.swap(true, Ordering::AcqRel) {
+        if self.shared.stop_accepting.swap(true, Ordering::AcqRel) {
             return;
         }
         // Wake the blocking accept() with a connection of our own.
@@ -814,6 +816,8 @@ impl Emulator {
                 log::warn!("ccs emulator: could not wake the accept thread; leaving it");
             }
         }
+        // The listener is closed now (or left to a stuck accept thread): end the sessions.
+        self.shared.stop.store(true, Ordering::Release);
         // Sessions see the stop flag within one poll and close politely; force the rest.
         let deadline = Instant::now() + Duration::from_millis(500);
         loop {

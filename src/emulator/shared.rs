@@ -146,6 +146,9 @@ pub(crate) struct Shared {
     pub settings: Settings,
     pub acceptor: TlsAcceptor,
     pub stop: AtomicBool,
+    /// Set first at shutdown: the accept loop ends (and the listener closes) before the
+    /// sessions see `stop`, so a client reconnecting at once is refused, not reset.
+    pub stop_accepting: AtomicBool,
     pub script: ScriptCell,
     pub state: Mutex<State>,
     pub observer: Option<Sender<EmulatorEvent>>,
@@ -188,7 +191,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 pub(crate) fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     for incoming in listener.incoming() {
-        if shared.stop.load(Ordering::Acquire) {
+        if shared.stop_accepting.load(Ordering::Acquire) {
             break;
         }
         match incoming {
