@@ -1067,6 +1067,12 @@ impl Engine {
         });
     }
 
+    /// Messages waiting in the queue for a window (not scheduled retries,
+    /// not in flight).
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
     /// Everything the engine holds: queued, scheduled, in flight.
     pub fn owned(&self) -> usize {
         self.queue.len()
