@@ -30,6 +30,10 @@ enum Step {
 struct State {
     log: Vec<Step>,
     woken: bool,
+    /// Calls of the waker.
+    wakes: usize,
+    /// The server does not answer while set.
+    hold_acks: bool,
     /// Events the server has for the client.
     inbox: Vec<Event>,
 }
@@ -93,7 +97,7 @@ impl Link for ProbeLink {
     fn flush(&mut self) -> Result<()> {
         let mut st = self.probe.state();
         for step in self.unflushed.drain(..) {
-            if let Step::Sent(id) = &step {
+            if let (Step::Sent(id), false) = (&step, st.hold_acks) {
                 let json = format!(r#"{{"message_type":"ack","message_id":"{id}","from":"t"}}"#);
                 st.inbox.push(Event::from_json(&json).unwrap());
             }
@@ -133,7 +137,9 @@ impl Link for ProbeLink {
         let probe = self.probe.clone();
         Some(Waker::new(move || {
             let (m, cv) = &*probe.0;
-            m.lock().unwrap().woken = true;
+            let mut st = m.lock().unwrap();
+            st.woken = true;
+            st.wakes += 1;
             cv.notify_all();
         }))
     }
@@ -247,4 +253,43 @@ fn shutdown_ends_the_wait_at_once_and_the_thread_ends() {
     while events.recv_timeout(Duration::from_secs(10)).is_ok() {
         assert!(Instant::now() < end, "the event stream did not end");
     }
+}
+
+#[test]
+fn messages_queued_behind_a_full_window_wake_nobody() {
+    let (client, _events, probe) = start(AckMode::Auto);
+    probe.state().hold_acks = true;
+    for i in 0..100 {
+        client
+            .send(Message::to("t").message_id(format!("a{i}")))
+            .unwrap();
+    }
+    let end = Instant::now() + Duration::from_secs(10);
+    let sent = || {
+        probe
+            .log()
+            .iter()
+            .filter(|s| matches!(s, Step::Sent(_)))
+            .count()
+    };
+    while sent() < 100 {
+        assert!(Instant::now() < end, "the window never filled");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let wakes = probe.state().wakes;
+    for i in 0..500 {
+        client
+            .send(Message::to("t").message_id(format!("b{i}")))
+            .unwrap();
+    }
+    // They wait for acks; waking the I/O thread for each would be useless
+    // work. The first finds the queue empty (the window took all before it):
+    // one wake-up for the 500.
+    let more = probe.state().wakes - wakes;
+    assert!(
+        more <= 1,
+        "{more} wake-ups for 500 messages behind a full window"
+    );
+    assert_eq!(sent(), 100);
+    client.shutdown(Duration::from_millis(100));
 }

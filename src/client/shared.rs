@@ -96,10 +96,17 @@ impl Shared {
         let mut eng = self.engine();
         let mut message = message;
         loop {
+            // Only the first message into an empty queue wakes the I/O threads:
+            // with messages already waiting, each connection either has its
+            // wake-up pending or a full window, and takes more when its acks
+            // arrive. A busy client makes no wake-up per message.
+            let was_empty = eng.queued() == 0;
             match eng.accept(message) {
                 Ok(()) => {
                     drop(eng);
-                    self.wake_links();
+                    if was_empty {
+                        self.wake_links();
+                    }
                     return Ok(id);
                 }
                 Err((m, SendErrorKind::Full)) => {
