@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::script::{self, until, write, ScriptServer, Step, CLIENT_HEADER_END, EMU_CERT};
 use common::watchdog;
-use fcm_xmpp::client::{Connector, Link, TlsConnector};
+use fcm_xmpp::client::{Connector, TlsConnector};
 use fcm_xmpp::{Config, Endpoint, Error, Keepalive, Phase, TlsErrorKind};
 
 const HANDSHAKE: Duration = Duration::from_millis(300);
