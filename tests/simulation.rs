@@ -1527,3 +1527,173 @@ fn huge_durations_saturate() {
 fn draining_control() -> Event {
     Event::Control(control_draining())
 }
+
+// ----- ordered groups -----
+
+fn grouped(id: &str, group: &str) -> Message {
+    msg(id).group(group)
+}
+
+#[test]
+fn group_order_holds_through_service_unavailable_retries() {
+    let (mut e, t0) = engine(config(100));
+    let c = up(&mut e, t0);
+    e.accept(grouped("g-1", "g")).unwrap();
+    e.accept(grouped("g-2", "g")).unwrap();
+    e.accept(msg("u-1")).unwrap();
+    e.accept(grouped("h-1", "h")).unwrap();
+    // The head of each group and the ungrouped message; g-2 waits for g-1.
+    assert_eq!(written(&mut e, c, t0), ["g-1", "u-1", "h-1"]);
+    e.on_event(c, nack("g-1", NackCode::ServiceUnavailable), t0);
+    e.on_event(c, ack("u-1"), t0);
+    e.on_event(c, ack("h-1"), t0);
+    // While g-1 waits for its retry, other traffic flows; g-2 does not.
+    let t = t0 + Duration::from_millis(100);
+    e.accept(msg("u-2")).unwrap();
+    e.accept(grouped("h-2", "h")).unwrap();
+    assert_eq!(written(&mut e, c, t), ["u-2", "h-2"]);
+    let step = e.conn_step(c, t);
+    assert_eq!(step.send, 0);
+    let retry1 = step.wake.expect("a retry timer");
+    // The first retry: nominal 1 s, jitter adds at most half.
+    assert!(retry1 >= t0 + Duration::from_secs(1), "{:?}", retry1 - t0);
+    assert!(
+        retry1 <= t0 + Duration::from_millis(1500),
+        "{:?}",
+        retry1 - t0
+    );
+    assert!(written(&mut e, c, retry1 - Duration::from_millis(1)).is_empty());
+    assert_eq!(written(&mut e, c, retry1), ["g-1"]);
+    // NACKed again: the second retry waits at least 2 s; g-2 still waits.
+    e.on_event(c, nack("g-1", NackCode::ServiceUnavailable), retry1);
+    e.accept(msg("u-3")).unwrap();
+    assert_eq!(written(&mut e, c, retry1), ["u-3"]);
+    let retry2 = e.conn_step(c, retry1).wake.expect("a retry timer");
+    assert!(
+        retry2 >= retry1 + Duration::from_secs(2),
+        "{:?}",
+        retry2 - retry1
+    );
+    assert!(
+        retry2 <= retry1 + Duration::from_secs(3),
+        "{:?}",
+        retry2 - retry1
+    );
+    assert!(written(&mut e, c, retry2 - Duration::from_millis(1)).is_empty());
+    assert_eq!(written(&mut e, c, retry2), ["g-1"]);
+    // Written is not enough: g-2 goes only once g-1 has its outcome.
+    assert!(written(&mut e, c, retry2 + Duration::from_millis(5)).is_empty());
+    let done = retry2 + Duration::from_millis(10);
+    e.on_event(c, ack("g-1"), done);
+    assert_eq!(written(&mut e, c, done), ["g-2"]);
+    e.on_event(c, ack("g-2"), done);
+    for id in ["u-2", "h-2", "u-3"] {
+        e.on_event(c, ack(id), done);
+    }
+    let got: Vec<String> = outcomes(&mut e)
+        .into_iter()
+        .map(|(id, what)| format!("{id}:{what}"))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "u-1:delivered",
+            "h-1:delivered",
+            "g-1:delivered",
+            "g-2:delivered",
+            "u-2:delivered",
+            "h-2:delivered",
+            "u-3:delivered"
+        ]
+    );
+    assert_eq!(e.owned(), 0);
+}
+
+#[test]
+fn a_group_head_lost_with_its_connection_is_resent_before_its_successor() {
+    let (mut e, t0) = engine(config(100));
+    let c1 = up(&mut e, t0);
+    e.accept(grouped("g-1", "g")).unwrap();
+    e.accept(grouped("g-2", "g")).unwrap();
+    e.accept(msg("u-1")).unwrap();
+    assert_eq!(written(&mut e, c1, t0), ["g-1", "u-1"]);
+    e.lost(c1, Error::Closed, t0);
+    let c2 = up(&mut e, t0);
+    // The head comes back first; its successor still waits for its outcome.
+    assert_eq!(written(&mut e, c2, t0), ["g-1", "u-1"]);
+    e.on_event(c2, ack("u-1"), t0);
+    assert!(written(&mut e, c2, t0).is_empty());
+    e.on_event(c2, ack("g-1"), t0);
+    assert_eq!(written(&mut e, c2, t0), ["g-2"]);
+}
+
+#[test]
+fn a_group_head_returned_after_lost_connections_releases_the_next() {
+    let (mut e, mut now) = engine(config(100).max_losses(2));
+    e.accept(grouped("poison", "g")).unwrap();
+    e.accept(grouped("g-2", "g")).unwrap();
+    for _ in 0..2 {
+        let c = up(&mut e, now);
+        assert_eq!(written(&mut e, c, now), ["poison"]);
+        e.lost(c, Error::Closed, now);
+        now += Duration::from_secs(20);
+    }
+    assert_eq!(
+        outcomes(&mut e),
+        [(
+            "poison".to_string(),
+            "returned:in flight on 2 lost connections".to_string()
+        )]
+    );
+    let c = up(&mut e, now);
+    assert_eq!(written(&mut e, c, now), ["g-2"]);
+}
+
+#[test]
+fn held_group_members_count_against_the_queue_capacity_and_come_back() {
+    let (mut e, t0) = engine(config(100).queue_capacity(3));
+    let c = up(&mut e, t0);
+    e.accept(grouped("g-1", "g")).unwrap();
+    assert_eq!(written(&mut e, c, t0), ["g-1"]);
+    for id in ["g-2", "u-1", "g-3"] {
+        e.accept(grouped(id, if id == "u-1" { "" } else { "g" }))
+            .unwrap();
+    }
+    assert!(
+        !e.has_room(),
+        "two held and one queued fill a capacity of 3"
+    );
+    assert!(matches!(
+        e.accept(msg("more")),
+        Err((_, fcm_xmpp::client::SendErrorKind::Full))
+    ));
+    assert_eq!(e.metrics().queued, 3);
+    assert_eq!(written(&mut e, c, t0), ["u-1"]);
+    e.shutdown(t0 + Duration::from_secs(1));
+    let left: Vec<String> = e.finish().iter().map(|m| m.id().to_string()).collect();
+    assert_eq!(left, ["g-1", "g-2", "u-1", "g-3"], "acceptance order");
+    assert_eq!(e.owned(), 0);
+}
+
+#[test]
+fn a_fatal_error_returns_held_group_members_in_acceptance_order() {
+    let (mut e, t0) = engine(config(100));
+    let c = up(&mut e, t0);
+    for (id, g) in [("g-1", "g"), ("g-2", "g"), ("u-1", ""), ("g-3", "g")] {
+        e.accept(grouped(id, g)).unwrap();
+    }
+    assert_eq!(written(&mut e, c, t0), ["g-1", "u-1"]);
+    e.on_event(c, ack("u-1"), t0);
+    e.fatal(Error::AuthFailed {
+        condition: "not-authorized".into(),
+    });
+    let got: Vec<String> = outcomes(&mut e).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(got, ["u-1", "g-2", "g-3"]);
+    // The head in flight still gets its outcome, and releases nothing.
+    e.on_event(c, ack("g-1"), t0);
+    assert_eq!(
+        outcomes(&mut e),
+        [("g-1".to_string(), "delivered".to_string())]
+    );
+    assert_eq!(e.owned(), 0);
+}

@@ -359,3 +359,64 @@ fn whole_client_random_schedules() {
     println!("whole-client schedules: {n}, invariant violations: {violations}");
     assert_eq!(violations, 0);
 }
+
+#[test]
+fn an_ordered_group_is_written_one_after_another_through_a_retry() {
+    use fcm_xmpp::NackCode;
+    let ccs = MemCcs::new(Duration::from_millis(5));
+    // The group's head is NACKed SERVICE_UNAVAILABLE once; the rest acked.
+    ccs.rule(|id, k| {
+        if id == "g-1" && k == 0 {
+            mem::Answer::Nack(NackCode::ServiceUnavailable)
+        } else {
+            mem::Answer::Ack
+        }
+    });
+    let (client, mut events) = Client::start_with(config(), ccs.clone()).unwrap();
+    for id in ["g-1", "u-1", "g-2", "u-2", "g-3", "u-3"] {
+        let m = Message::to("t").message_id(id);
+        let m = if id.starts_with('g') { m.group("g") } else { m };
+        client.send(m).unwrap();
+    }
+    let mut delivered = Vec::new();
+    while delivered.len() < 6 {
+        if let ClientEvent::Delivered { message, .. } =
+            events.recv_timeout(Duration::from_secs(5)).unwrap()
+        {
+            delivered.push(message.id().to_string());
+        }
+    }
+    assert!(client.shutdown(Duration::from_secs(1)).is_empty());
+    let written = ccs.lock().written.clone();
+    let order: Vec<&str> = written.iter().map(|(_, id, _)| id.as_str()).collect();
+    let group: Vec<&str> = order
+        .iter()
+        .copied()
+        .filter(|id| id.starts_with('g'))
+        .collect();
+    assert_eq!(group, ["g-1", "g-1", "g-2", "g-3"], "{order:?}");
+    // Each member waits for the answer to the one before it (5 ms away);
+    // the ungrouped ones went out while g-1 waited for its retry.
+    let at = |id: &str, nth: usize| {
+        written
+            .iter()
+            .filter(|(_, w, _)| w == id)
+            .nth(nth)
+            .map(|(_, _, t)| *t)
+            .unwrap()
+    };
+    assert!(at("g-1", 1) >= at("g-1", 0) + Duration::from_millis(50));
+    assert!(at("g-2", 0) >= at("g-1", 1) + Duration::from_millis(5));
+    assert!(at("g-3", 0) >= at("g-2", 0) + Duration::from_millis(5));
+    for u in ["u-1", "u-2", "u-3"] {
+        assert!(
+            at(u, 0) < at("g-1", 1),
+            "{u} waited behind the group: {order:?}"
+        );
+    }
+    let pos = |id: &str| delivered.iter().position(|d| d == id).unwrap();
+    assert!(
+        pos("g-1") < pos("g-2") && pos("g-2") < pos("g-3"),
+        "{delivered:?}"
+    );
+}

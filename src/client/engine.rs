@@ -24,13 +24,18 @@
 //!   by the reconnect backoff, whatever else happens;
 //! - a message in flight on too many lost connections is handed back instead
 //!   of killing connections forever, and while it is suspect it travels alone;
-//! - the queue plus the retry schedule never grow past `queue_capacity` by
-//!   accepting;
+//! - messages of one ordered group ([`Message::group`]) are written strictly
+//!   one after another, in acceptance order: the next only once the previous
+//!   one has its final outcome, whatever retries, resends and reconnects it
+//!   takes; the rest of a group waits outside the queue, so other groups and
+//!   ungrouped messages flow around it;
+//! - the queue, the retry schedule and the held group members never grow past
+//!   `queue_capacity` by accepting;
 //! - after the shutdown deadline nothing new is written.
 
 use std::cmp::{Ordering as CmpOrdering, Reverse};
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, BinaryHeap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -224,6 +229,11 @@ pub struct Engine {
     /// Waiting to be written, sorted by `seq`.
     queue: VecDeque<Entry>,
     retries: BinaryHeap<Reverse<Due>>,
+    /// Per ordered group with a member in the queue, the retry schedule or a
+    /// window (its head), the members accepted after it, in acceptance order.
+    groups: HashMap<String, VecDeque<Entry>>,
+    /// How many entries the `groups` hold.
+    held: usize,
     conns: BTreeMap<ConnId, Conn>,
     slots: Vec<Slot>,
     next_conn: ConnId,
@@ -258,6 +268,8 @@ impl Engine {
             drain_timeout: config.drain_timeout,
             queue: VecDeque::new(),
             retries: BinaryHeap::new(),
+            groups: HashMap::new(),
+            held: 0,
             conns: BTreeMap::new(),
             slots: (0..config.connections.max(1))
                 .map(|_| Slot {
@@ -298,7 +310,7 @@ impl Engine {
 
     /// True while [`accept`](Self::accept) would take a message now.
     pub fn has_room(&self) -> bool {
-        self.queue.len() + self.retries.len() < self.queue_capacity
+        self.queue.len() + self.retries.len() + self.held < self.queue_capacity
     }
 
     /// True until shutdown or a fatal error.
@@ -306,8 +318,10 @@ impl Engine {
         self.accepting
     }
 
-    /// Takes ownership of a (validated) message. The queue plus the retry
-    /// schedule never exceed `queue_capacity` through this.
+    /// Takes ownership of a (validated) message. The queue, the retry
+    /// schedule and the held group members never exceed `queue_capacity`
+    /// through this. A message whose [group](Message::group) has a member
+    /// without an outcome yet is held until that one has it.
     ///
     /// # Errors
     /// The message back with [`SendErrorKind::Full`] or [`SendErrorKind::Closed`].
@@ -322,15 +336,24 @@ impl Engine {
         let seq = self.next_seq;
         self.next_seq += 1;
         let key = key_of(message.id());
-        // New messages are the newest: the back keeps the queue sorted.
-        self.queue.push_back(Entry {
+        let entry = Entry {
             message,
             seq,
             key,
             retries: 0,
             losses: 0,
-        });
+        };
         self.metrics.accepted += 1;
+        if let Some(group) = entry.message.get_group() {
+            if let Some(held) = self.groups.get_mut(group) {
+                held.push_back(entry);
+                self.held += 1;
+                return Ok(());
+            }
+            self.groups.insert(group.to_string(), VecDeque::new());
+        }
+        // New messages are the newest: the back keeps the queue sorted.
+        self.queue.push_back(entry);
         Ok(())
     }
 
@@ -400,12 +423,7 @@ impl Engine {
         self.events.push(ClientEvent::Fatal {
             error: Arc::clone(&error),
         });
-        let mut entries: Vec<Entry> = self.queue.drain(..).collect();
-        entries.extend(
-            std::mem::take(&mut self.retries)
-                .into_iter()
-                .map(|Reverse(d)| d.entry),
-        );
+        let mut entries = self.take_waiting();
         entries.sort_by_key(|e| e.seq);
         for e in entries {
             self.returned(e, ReturnReason::Fatal(Arc::clone(&error)));
@@ -422,12 +440,7 @@ impl Engine {
     pub fn finish(&mut self) -> Vec<Message> {
         self.finished = true;
         self.accepting = false;
-        let mut all: Vec<Entry> = self.queue.drain(..).collect();
-        all.extend(
-            std::mem::take(&mut self.retries)
-                .into_iter()
-                .map(|Reverse(d)| d.entry),
-        );
+        let mut all = self.take_waiting();
         for (_, c) in std::mem::take(&mut self.conns) {
             all.extend(c.window);
         }
@@ -437,6 +450,22 @@ impl Engine {
         all.sort_by_key(|e| e.seq);
         self.metrics.pending = 0;
         all.into_iter().map(|e| e.message).collect()
+    }
+
+    /// Takes every entry not in flight: queued, scheduled and held (the
+    /// groups end with them), in no particular order.
+    fn take_waiting(&mut self) -> Vec<Entry> {
+        let mut all: Vec<Entry> = self.queue.drain(..).collect();
+        all.extend(
+            std::mem::take(&mut self.retries)
+                .into_iter()
+                .map(|Reverse(d)| d.entry),
+        );
+        for (_, held) in self.groups.drain() {
+            all.extend(held);
+        }
+        self.held = 0;
+        all
     }
 
     /// True once nothing more can happen: every slot stopped and no
@@ -473,7 +502,7 @@ impl Engine {
     pub fn metrics(&self) -> Metrics {
         let mut m = self.metrics.clone();
         m.pending = self.conns.values().map(|c| c.window.len() as u64).sum();
-        m.queued = (self.queue.len() + self.retries.len()) as u64;
+        m.queued = (self.queue.len() + self.retries.len() + self.held) as u64;
         m
     }
 
@@ -787,6 +816,7 @@ impl Engine {
         match self.take_in_flight(conn, [Some(&ack.message_id), None]) {
             Some(e) => {
                 self.metrics.acked += 1;
+                self.settled(&e);
                 self.events.push(ClientEvent::Delivered {
                     message: e.message,
                     ack,
@@ -1051,7 +1081,28 @@ impl Engine {
         resent
     }
 
+    /// `e` has its final outcome: the next member of its group (if any)
+    /// joins the queue at its place in acceptance order.
+    fn settled(&mut self, e: &Entry) {
+        let Some(group) = e.message.get_group() else {
+            return;
+        };
+        let Some(held) = self.groups.get_mut(group) else {
+            return;
+        };
+        match held.pop_front() {
+            Some(next) => {
+                self.held -= 1;
+                self.requeue(next);
+            }
+            None => {
+                self.groups.remove(group);
+            }
+        }
+    }
+
     fn rejected(&mut self, e: Entry, reason: Rejection) {
+        self.settled(&e);
         self.metrics.rejected += 1;
         self.events.push(ClientEvent::Rejected {
             message: e.message,
@@ -1060,6 +1111,7 @@ impl Engine {
     }
 
     fn returned(&mut self, e: Entry, reason: ReturnReason) {
+        self.settled(&e);
         self.metrics.returned += 1;
         self.events.push(ClientEvent::Returned {
             message: e.message,
@@ -1067,10 +1119,11 @@ impl Engine {
         });
     }
 
-    /// Everything the engine holds: queued, scheduled, in flight.
+    /// Everything the engine holds: queued, scheduled, held, in flight.
     pub fn owned(&self) -> usize {
         self.queue.len()
             + self.retries.len()
+            + self.held
             + self.conns.values().map(|c| c.window.len()).sum::<usize>()
     }
 
