@@ -7,14 +7,17 @@
 //! stanza errors, duplicate and unknown acks, slow acks, a poison message,
 //! outages (refused and silent connects), an authentication failure, writes
 //! that fail, upstream messages CCS delivers again (after a lost connection,
-//! a lost ack, or twice in a row), the application sending throughout and
-//! shutting down at a random moment with a random deadline. After every
-//! schedule the invariants below are checked.
+//! a lost ack, or twice in a row), the application sending throughout (in
+//! half of the schedules spreading its messages over a few ordered groups,
+//! some left ungrouped) and shutting down at a random moment with a random
+//! deadline. After every schedule the invariants below are checked, among
+//! them: no member of a group is written while an earlier-accepted member of
+//! it has no outcome, and members are first written in acceptance order.
 //!
 //! `SIM_SCHEDULES=N` runs N schedules (default 10,000); `SIM_SEED=S` replays
 //! one schedule. A failure prints its seed.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use fcm_xmpp::client::engine::{AckState, ConnId, Engine, SlotStep};
@@ -197,6 +200,8 @@ struct Track {
     why: Option<Why>,
     writes: u32,
     delivered: bool,
+    /// Its ordered group, if any.
+    group: Option<String>,
     returned_lost: bool,
 }
 
@@ -249,6 +254,12 @@ struct Sim {
     round: u64,
     violations: Vec<String>,
     max_pending: usize,
+    /// How many ordered groups the application spreads messages over (0: none).
+    groups: u64,
+    /// Per group, the acceptance seqs of members without an outcome yet.
+    group_open: HashMap<String, BTreeSet<u64>>,
+    /// Per group, the seq of the latest member written for the first time.
+    group_first: HashMap<String, u64>,
 }
 
 impl Sim {
@@ -299,6 +310,8 @@ impl Sim {
                 rng.ms(0, 60_000)
             };
         let upstream_next = faults.upstream_every.map(|_| start);
+        // Half of the schedules spread messages over a few ordered groups.
+        let groups = if rng.chance(2) { 1 + rng.below(4) } else { 0 };
         Sim {
             rng,
             faults,
@@ -334,6 +347,9 @@ impl Sim {
             round: 0,
             violations: Vec::new(),
             max_pending,
+            groups,
+            group_open: HashMap::new(),
+            group_first: HashMap::new(),
         }
     }
 
@@ -444,15 +460,25 @@ impl Sim {
             } else {
                 format!("m{}", self.next_msg)
             };
-            let msg = Message::to(format!("device-{}", self.next_msg % 7)).message_id(&id);
+            // Some messages of a grouped schedule stay ungrouped.
+            let group = (self.groups > 0 && !self.rng.chance(3))
+                .then(|| format!("grp-{}", self.rng.below(self.groups)));
+            let mut msg = Message::to(format!("device-{}", self.next_msg % 7)).message_id(&id);
+            if let Some(g) = &group {
+                msg = msg.group(g.as_str());
+            }
             match self.engine.accept(msg) {
                 Ok(()) => {
                     let seq = self.next_msg;
                     self.next_msg += 1;
+                    if let Some(g) = &group {
+                        self.group_open.entry(g.clone()).or_default().insert(seq);
+                    }
                     self.msgs.insert(
                         id,
                         Track {
                             seq,
+                            group,
                             why: Some(Why::New),
                             ..Track::default()
                         },
@@ -872,6 +898,9 @@ impl Sim {
         let now = self.now;
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
+            // Outcomes the last inputs produced are seen before anything is
+            // written: the group check needs them.
+            self.events();
             let step = self.engine.conn_step(id, now);
             if step.close {
                 // The acks handed out with the close are written first.
@@ -928,7 +957,15 @@ impl Sim {
                     self.violation(format!("wrote unknown {mid}"));
                     continue;
                 };
+                let first_write = t.writes == 0;
                 t.writes += 1;
+                if let Some(g) = t.group.clone() {
+                    let seq = t.seq;
+                    self.check_group(mid, &g, seq, first_write);
+                }
+                let Some(t) = self.msgs.get_mut(mid) else {
+                    continue;
+                };
                 if let Some(nb) = t.not_before {
                     if now < nb {
                         let early = nb - now;
@@ -1035,9 +1072,37 @@ impl Sim {
         }
     }
 
+    /// `mid` of group `g` is being written: every member accepted before it
+    /// has its outcome, and members are first written in acceptance order.
+    fn check_group(&mut self, mid: &str, g: &str, seq: u64, first_write: bool) {
+        let earlier = self
+            .group_open
+            .get(g)
+            .and_then(|open| open.first().copied())
+            .filter(|first| *first < seq);
+        if let Some(first) = earlier {
+            self.violation(format!(
+                "{mid} (group {g}) written while m{first} of its group has no outcome"
+            ));
+        }
+        if first_write {
+            let last = self.group_first.insert(g.to_string(), seq);
+            if let Some(last) = last.filter(|l| *l > seq) {
+                self.violation(format!(
+                    "{mid} (group {g}) first written after a later member (m{last})"
+                ));
+            }
+        }
+    }
+
     fn outcome(&mut self, id: &str, _what: &str) {
         match self.msgs.get_mut(id) {
             Some(t) => {
+                if let Some(g) = &t.group {
+                    if let Some(open) = self.group_open.get_mut(g) {
+                        open.remove(&t.seq);
+                    }
+                }
                 t.outcomes += 1;
                 if t.outcomes > 1 {
                     let n = t.outcomes;
