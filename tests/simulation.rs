@@ -369,6 +369,7 @@ impl Sim {
             self.slots();
             self.drive_conns();
             self.events();
+            self.check_held();
             if self.now >= self.shutdown_at && self.deadline.is_none() {
                 let d = self.now + self.rng.ms(0, 20_000);
                 self.deadline = Some(d);
@@ -1069,6 +1070,21 @@ impl Sim {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// Exactly the members of each group after its earliest one without an
+    /// outcome are held: none stalls behind a head that settled, none is
+    /// released early.
+    fn check_held(&mut self) {
+        let expected: usize = self
+            .group_open
+            .values()
+            .map(|open| open.len().saturating_sub(1))
+            .sum();
+        let held = self.engine.metrics().held as usize;
+        if held != expected {
+            self.violation(format!("{held} group members held, expected {expected}"));
         }
     }
 

@@ -465,6 +465,9 @@ pub struct Metrics {
     /// Messages waiting for a window slot (incl. scheduled retries and
     /// ordered-group members waiting for the one before them).
     pub queued: u64,
+    /// Of `queued`, the ordered-group members waiting for the one before
+    /// them to get its outcome.
+    pub held: u64,
 }
 
 /// Why `send` gave the message back.

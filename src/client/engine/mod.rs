@@ -293,6 +293,7 @@ impl Engine {
         let mut m = self.metrics.clone();
         m.pending = self.conns.values().map(|c| c.window.len() as u64).sum();
         m.queued = self.waiting.len() as u64;
+        m.held = self.waiting.held() as u64;
         m
     }
 

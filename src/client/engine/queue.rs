@@ -94,6 +94,11 @@ impl Waiting {
         self.queue.len() + self.retries.len() + self.held
     }
 
+    /// Group members waiting for their head.
+    pub(super) fn held(&self) -> usize {
+        self.held
+    }
+
     /// A newly accepted entry: queued at the back (it is the newest), or held
     /// behind its group's head.
     pub(super) fn add(&mut self, entry: Entry) {
