@@ -254,8 +254,10 @@ fn huge_timeouts_do_not_panic() {
 /// The whole client over in-memory connections through random fault
 /// schedules (real threads, real but short time): drops, NACKs of every
 /// class, silence, draining; exactly one outcome per accepted message (or a
-/// place in shutdown's list), never more than the window unanswered, and
-/// shutdown on time. `WORKER_SCHEDULES=N` runs more (default 12).
+/// place in shutdown's list), never more than the window unanswered,
+/// shutdown on time, and half of the messages in three ordered groups, each
+/// member first written after the last write of the one before it.
+/// `WORKER_SCHEDULES=N` runs more (default 12).
 #[test]
 fn whole_client_random_schedules() {
     use fcm_xmpp::NackCode;
@@ -305,13 +307,19 @@ fn whole_client_random_schedules() {
             .queue_capacity(1 + (rnd() % 200) as usize);
         let (client, mut events) = Client::start_with(cfg, ccs.clone()).unwrap();
         let mut accepted = Vec::new();
+        let mut groups: HashMap<u64, Vec<String>> = HashMap::new();
         let count = 50 + rnd() % 250;
         for i in 0..count {
             let id = format!("s{seed}-{i}");
-            if client
-                .send_timeout(Message::to("t").message_id(&id), Duration::from_millis(20))
-                .is_ok()
-            {
+            let group = (rnd() % 2 == 0).then(|| rnd() % 3);
+            let mut m = Message::to("t").message_id(&id);
+            if let Some(g) = group {
+                m = m.group(format!("g{g}"));
+            }
+            if client.send_timeout(m, Duration::from_millis(20)).is_ok() {
+                if let Some(g) = group {
+                    groups.entry(g).or_default().push(id.clone());
+                }
                 accepted.push(id);
             }
             if rnd() % 97 == 0 {
@@ -349,6 +357,27 @@ fn whole_client_random_schedules() {
         if outcomes.len() != accepted.len() {
             violations += 1;
             eprintln!("seed {seed}: outcomes for messages never accepted");
+        }
+        let written = ccs.lock().written.clone();
+        for members in groups.values() {
+            for pair in members.windows(2) {
+                let pos = |id: &str, last: bool| {
+                    let mut it = written.iter().enumerate().filter(|(_, w)| w.1 == id);
+                    if last { it.next_back() } else { it.next() }.map(|(i, _)| i)
+                };
+                if let (Some(prev), Some(next)) = (pos(&pair[0], true), pos(&pair[1], false)) {
+                    if next < prev {
+                        violations += 1;
+                        eprintln!(
+                            "seed {seed}: {} written before {} was done",
+                            pair[1], pair[0]
+                        );
+                    }
+                } else if pos(&pair[1], false).is_some() {
+                    violations += 1;
+                    eprintln!("seed {seed}: {} written, {} never", pair[1], pair[0]);
+                }
+            }
         }
         let max = ccs.lock().max_unanswered;
         if max > max_pending {
