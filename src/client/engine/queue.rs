@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use super::Engine;
 use crate::client::{ClientEvent, Rejection, ReturnReason};
+use crate::event::Ack;
 use crate::message::Message;
 
 /// A message the engine owns until its outcome.
@@ -198,38 +199,27 @@ impl Engine {
         self.waiting.requeue(entry);
     }
 
-    /// `e` has its final outcome: the next member of its group (if any)
-    /// joins the queue at its place in acceptance order.
-    pub(super) fn settled(&mut self, e: &Entry) {
-        if let Some(next) = self.waiting.release(e) {
+    /// `e` has its final outcome, `event(message)`: the next member of its
+    /// group (if any) joins the queue at its place in acceptance order.
+    fn settle(&mut self, e: Entry, event: impl FnOnce(Message) -> ClientEvent) {
+        if let Some(next) = self.waiting.release(&e) {
             self.requeue(next);
         }
+        self.events.push(event(e.message));
     }
 
-    pub(super) fn delivered(&mut self, e: Entry, ack: crate::event::Ack) {
-        self.settled(&e);
+    pub(super) fn delivered(&mut self, e: Entry, ack: Ack) {
         self.metrics.acked += 1;
-        self.events.push(ClientEvent::Delivered {
-            message: e.message,
-            ack,
-        });
+        self.settle(e, |message| ClientEvent::Delivered { message, ack });
     }
 
     pub(super) fn rejected(&mut self, e: Entry, reason: Rejection) {
-        self.settled(&e);
         self.metrics.rejected += 1;
-        self.events.push(ClientEvent::Rejected {
-            message: e.message,
-            reason,
-        });
+        self.settle(e, |message| ClientEvent::Rejected { message, reason });
     }
 
     pub(super) fn returned(&mut self, e: Entry, reason: ReturnReason) {
-        self.settled(&e);
         self.metrics.returned += 1;
-        self.events.push(ClientEvent::Returned {
-            message: e.message,
-            reason,
-        });
+        self.settle(e, |message| ClientEvent::Returned { message, reason });
     }
 }
