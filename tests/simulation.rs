@@ -1275,9 +1275,16 @@ fn seeded_fault_schedules() {
     let _ = base;
     let mut violations = 0;
     let mut failed = Vec::new();
+    // Grouped schedules, grouped messages, and those written more than once.
+    let (mut grouped, mut members, mut rewritten) = (0, 0, 0);
     for &seed in &seeds {
         let mut sim = Sim::new(seed, seed % 11 == 0);
         sim.run();
+        grouped += u64::from(sim.groups > 0);
+        for t in sim.msgs.values().filter(|t| t.group.is_some()) {
+            members += 1;
+            rewritten += u64::from(t.writes > 1);
+        }
         if !sim.violations.is_empty() {
             violations += sim.violations.len();
             if failed.len() < 5 {
@@ -1292,7 +1299,9 @@ fn seeded_fault_schedules() {
         }
     }
     println!(
-        "simulated schedules: {}, invariant violations: {violations} ({:?})",
+        "simulated schedules: {}, invariant violations: {violations} ({:?}); \
+         {grouped} schedules with ordered groups, {members} group members, \
+         {rewritten} of them written more than once",
         seeds.len(),
         started.elapsed()
     );
