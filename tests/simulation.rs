@@ -167,8 +167,8 @@ struct ServerConn {
     close_at: Option<Instant>,
     /// Written messages in order: (time, id).
     writes: Vec<(Instant, String)>,
-    /// Per group of returning messages, the last acceptance seq written here.
-    group_last: HashMap<Why, u64>,
+    /// Per batch of returning messages, the last acceptance seq written here.
+    batch_last: HashMap<Why, u64>,
 }
 
 /// Why a message was queued last (for the order check).
@@ -830,7 +830,7 @@ impl Sim {
                             draining: false,
                             close_at: None,
                             writes: Vec::new(),
-                            group_last: HashMap::new(),
+                            batch_last: HashMap::new(),
                         },
                     );
                 } else {
@@ -988,11 +988,11 @@ impl Sim {
                 let c = self.conns.get_mut(&id).unwrap();
                 // Messages coming back from one connection reach the next in
                 // their original order.
-                if let Some(group @ (Why::Lost(_) | Why::Drain(..))) = why {
-                    if let Some(prev) = c.group_last.insert(group, seq) {
+                if let Some(batch @ (Why::Lost(_) | Why::Drain(..))) = why {
+                    if let Some(prev) = c.batch_last.insert(batch, seq) {
                         if prev > seq {
                             self.violations.push(format!(
-                                "{mid} resent out of order ({group:?}: {seq} after {prev})"
+                                "{mid} resent out of order ({batch:?}: {seq} after {prev})"
                             ));
                         }
                     }

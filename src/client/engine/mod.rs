@@ -16,9 +16,10 @@
 //!   list [`Engine::finish`] returns;
 //! - at most `max_pending` messages are in flight on a connection, and a
 //!   message id is never in flight twice on one connection;
-//! - messages go out in acceptance order; those coming back from a lost or
-//!   draining connection go out again ahead of newer ones, in their original
-//!   order;
+//! - messages go out in acceptance order (a member of an ordered group once
+//!   the one before it has its outcome, see below); those coming back from a
+//!   lost or draining connection go out again ahead of newer ones, in their
+//!   original order;
 //! - a retry after SERVICE_UNAVAILABLE or INTERNAL_SERVER_ERROR waits at least
 //!   the retry backoff's nominal delay; connect attempts of a slot are spaced
 //!   by the reconnect backoff, whatever else happens;
