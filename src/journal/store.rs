@@ -169,6 +169,10 @@ impl Journal {
             },
             Some(len) => {
                 journal.replay(len)?;
+                // The log's name may not be durable yet (a crash right after
+                // its creation or compaction, before the directory fsync).
+                let op = "fsync directory";
+                journal.storage.sync_dir().map_err(|e| journal.io(op, e))?;
                 if let Err(CompactError::After(e)) = journal.maybe_compact() {
                     return Err(e);
                 }
