@@ -62,8 +62,8 @@ impl Live {
         if let Some(seq) = self.seq_of.get(key) {
             let slot = &mut self.by_seq.get_mut(seq).expect("indexed").1;
             self.encoded = self.encoded - format::put_len(key, slot) as u64 + add;
-            slot.clear();
-            slot.extend_from_slice(value);
+            // A fresh allocation: a value that shrinks gives its memory back.
+            *slot = value.to_vec();
         } else {
             let seq = self.next_seq;
             self.next_seq += 1;
@@ -558,4 +558,31 @@ fn fresh_salt() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     RandomState::new().hash_one((nanos, std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_journal_can_move_to_another_thread() {
+        fn send<T: Send>() {}
+        send::<Journal>();
+        send::<JournalError>();
+    }
+
+    #[test]
+    fn live_size_follows_puts_replaces_and_removes() {
+        let mut live = Live::default();
+        live.put("a", b"12345");
+        live.put("bb", b"1");
+        assert_eq!(live.encoded, (7 + 1 + 5) + (7 + 2 + 1));
+        live.put("a", b"");
+        assert_eq!(live.encoded, (7 + 1) + (7 + 2 + 1));
+        assert!(live.remove("bb") && !live.remove("bb"));
+        assert_eq!(live.encoded, 7 + 1);
+        live.put("bb", b"x");
+        let order: Vec<&str> = live.by_seq.values().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(order, ["a", "bb"]);
+    }
 }
