@@ -156,7 +156,10 @@ impl Storage for FileStorage {
     }
 
     fn truncate_log(&mut self, len: u64) -> io::Result<()> {
-        self.log()?.set_len(len)
+        let file = self.log()?;
+        file.set_len(len)?;
+        // The new length is metadata: make sure it is on disk, not only the data.
+        file.sync_all()
     }
 
     fn create_temp(&mut self) -> io::Result<()> {
