@@ -3,9 +3,9 @@
 //! in a steady state where each commit adds a batch and removes an older one
 //! (so compaction runs too); beside each, the bare disk's rate of appending
 //! as many value bytes to a plain file with one fdatasync each; and the replay
-//! speed on open (big frames, and one-record frames). Prints one `name: value unit` line per figure. A "record" is
-//! a put or a remove: in the steady state each commit of N puts also carries N
-//! removes.
+//! speed on open (big frames, and one-record frames). Prints one
+//! `name: value unit` line per figure. A "record" is a put or a remove: in the
+//! steady state each commit of N puts also carries N removes.
 //!
 //! `cargo run --release --example journal_bench -- --seconds 2`
 
