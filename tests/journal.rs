@@ -1145,3 +1145,14 @@ fn the_simulation_catches_a_rename_before_the_data_is_durable() {
         "no schedule noticed the missing fsync"
     );
 }
+
+#[test]
+fn open_creates_missing_parent_directories() {
+    let dir = TempDir::new("nested");
+    let deep = dir.path().join("a/b/c");
+    let mut j = Journal::open(&deep).unwrap();
+    j.put("k", b"v");
+    j.commit().unwrap();
+    drop(j);
+    assert_eq!(Journal::open(&deep).unwrap().get("k"), Some(&b"v"[..]));
+}

@@ -81,7 +81,21 @@ impl FileStorage {
             op,
             source,
         };
+        // Directories this call creates: each one's entry in its parent must
+        // reach the disk too, or a crash could take the whole journal away.
+        let created: Vec<PathBuf> = dir
+            .ancestors()
+            .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+            .map(Path::to_path_buf)
+            .collect();
         fs::create_dir_all(&dir).map_err(|e| io_err(&dir, "create directory", e))?;
+        for made in created.iter().rev() {
+            let parent = match made.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            sync_directory(parent).map_err(|e| io_err(parent, "fsync directory", e))?;
+        }
         let lock_path = dir.join(LOCK_FILE);
         let lock = OpenOptions::new()
             .create(true)
@@ -189,16 +203,7 @@ impl Storage for FileStorage {
     }
 
     fn sync_dir(&mut self) -> io::Result<()> {
-        #[cfg(unix)]
-        {
-            File::open(&self.dir)?.sync_all()
-        }
-        #[cfg(not(unix))]
-        {
-            // Windows cannot open a directory as a file; its renames are
-            // durable through the file system's own journal.
-            Ok(())
-        }
+        sync_directory(&self.dir)
     }
 
     fn remove_temp(&mut self) -> io::Result<()> {
@@ -207,5 +212,20 @@ impl Storage for FileStorage {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
+    }
+}
+
+/// Makes a directory's entries durable.
+fn sync_directory(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        // Windows cannot open a directory as a file; its renames are
+        // durable through the file system's own journal.
+        let _ = dir;
+        Ok(())
     }
 }

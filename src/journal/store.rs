@@ -31,6 +31,7 @@ const SCAN_CHUNK_LEN: usize = 64 << 10;
 ///
 /// See the [module documentation](super) for the file format and the crash
 /// guarantees. One process (and one `Journal`) per directory at a time.
+/// Dropping a journal discards what is buffered and not committed.
 pub struct Journal {
     storage: Box<dyn Storage>,
     path: PathBuf,
