@@ -296,8 +296,10 @@ impl Journal {
     /// [`JournalError::TooLarge`] if a put since the last commit was refused
     /// (nothing written, the rest stays buffered: commit again);
     /// [`JournalError::Io`] if the write or fsync failed, after which the
-    /// journal is poisoned; [`JournalError::Poisoned`] ever after. Reopen to
-    /// recover the durable state.
+    /// journal is poisoned; [`JournalError::Poisoned`] ever after. After an
+    /// `Io` error acknowledge nothing of the batch: it may or may not be on
+    /// disk. Reopening recovers the durable state, with that batch wholly
+    /// present or wholly absent.
     pub fn commit(&mut self) -> Result<usize, JournalError> {
         if self.poisoned {
             return Err(JournalError::Poisoned {
