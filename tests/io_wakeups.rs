@@ -293,3 +293,76 @@ fn messages_queued_behind_a_full_window_wake_nobody() {
     assert_eq!(sent(), 100);
     client.shutdown(Duration::from_millis(100));
 }
+
+/// Opens a new link with a probe of its own on every connect.
+#[derive(Clone, Default)]
+struct EachOwnProbe(Arc<Mutex<Vec<Probe>>>);
+
+impl EachOwnProbe {
+    fn probe(&self, n: usize) -> Probe {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(p) = self.0.lock().unwrap().get(n) {
+                return p.clone();
+            }
+            assert!(Instant::now() < end, "connection {n} never opened");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+impl Connector for EachOwnProbe {
+    fn connect(&self, _slot: usize, _deadline: Option<Instant>) -> Result<Box<dyn Link>> {
+        let probe = Probe::default();
+        self.0.lock().unwrap().push(probe.clone());
+        Ok(Box::new(ProbeLink {
+            probe,
+            unflushed: Vec::new(),
+        }))
+    }
+}
+
+/// Puts `event` in the link's inbox and wakes it.
+fn deliver(probe: &Probe, event: Event) {
+    let (m, cv) = &*probe.0;
+    let mut st = m.lock().unwrap();
+    st.inbox.push(event);
+    st.woken = true;
+    cv.notify_all();
+}
+
+#[test]
+fn an_outcome_on_a_draining_connection_wakes_the_one_that_sends_the_next_of_its_group() {
+    let links = EachOwnProbe::default();
+    let cfg = ClientConfig::new(Config::new("123456789012", "k"));
+    let (client, _events) = Client::start_with(cfg, links.clone()).unwrap();
+    let first = links.probe(0);
+    first.await_waiting();
+    first.state().hold_acks = true;
+    client
+        .send(Message::to("t").message_id("g1").group("g"))
+        .unwrap();
+    client
+        .send(Message::to("t").message_id("g2").group("g"))
+        .unwrap();
+    let draining = r#"{"message_type":"control","control_type":"CONNECTION_DRAINING"}"#;
+    deliver(&first, Event::from_json(draining).unwrap());
+    // The replacement opens and waits; g2 waits for g1's outcome.
+    let second = links.probe(1);
+    second.await_waiting();
+    second.mark("ack");
+    let ack = r#"{"message_type":"ack","message_id":"g1","from":"t"}"#;
+    deliver(&first, Event::from_json(ack).unwrap());
+    let end = Instant::now() + Duration::from_secs(10);
+    while !second.log().contains(&Step::Sent("g2".into())) {
+        assert!(Instant::now() < end, "g2 never sent: {:?}", second.log());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let after = second.after("ack");
+    assert_eq!(
+        after[..2],
+        [Step::Woken, Step::Sent("g2".into())],
+        "{after:?}"
+    );
+    client.shutdown(Duration::from_millis(200));
+}

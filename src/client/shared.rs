@@ -100,7 +100,7 @@ impl Shared {
             // with messages already waiting, each connection either has its
             // wake-up pending or a full window, and takes more when its acks
             // arrive. A busy client makes no wake-up per message.
-            let was_empty = eng.queued() == 0;
+            let was_empty = eng.ready() == 0;
             match eng.accept(message) {
                 Ok(()) => {
                     drop(eng);
@@ -237,6 +237,13 @@ impl Shared {
     /// messages, requeued ones, shutdown. Coalesced per connection.
     pub(crate) fn wake_links(&self) {
         for (_, w) in lock(&self.wakers).iter() {
+            w.wake();
+        }
+    }
+
+    /// Tells the I/O threads of every connection but `id` to look at the engine.
+    pub(crate) fn wake_others(&self, id: ConnId) {
+        for (_, w) in lock(&self.wakers).iter().filter(|(c, _)| *c != id) {
             w.wake();
         }
     }

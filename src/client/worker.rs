@@ -280,12 +280,16 @@ fn drive(
         // 3. Hand it to the engine.
         let now = Instant::now();
         let acked = flushed_ticket > 0;
-        let draining = {
+        let (draining, released) = {
             let mut eng = shared.engine();
             report_flushed(&mut eng, id, &mut flushed_ticket);
+            let ready = eng.ready();
             for ev in inbound.drain(..) {
                 eng.on_event(id, ev, now);
             }
+            // An outcome can make queued messages ready (the next of an ordered
+            // group, a requeued NACK): another connection may have room for them.
+            let released = eng.ready() > ready;
             if let Some(e) = failed.take() {
                 eng.lost(id, e, now);
                 eng.take_events(&mut events);
@@ -296,8 +300,11 @@ fn drive(
                 return None;
             }
             eng.take_events(&mut events);
-            eng.is_draining(id)
+            (eng.is_draining(id), released)
         };
+        if released {
+            shared.wake_others(id);
+        }
         if !events.is_empty() || acked {
             shared.emit(&mut events);
             shared.notify_space();
