@@ -422,6 +422,7 @@ impl fmt::Debug for ChannelSocket {
 
 impl ChannelSocket {
     /// Shuts the socket down (both directions): the reader thread then ends.
+    #[cfg(feature = "emulator")]
     pub(crate) fn shutdown(&self) -> io::Result<()> {
         self.tcp.shutdown(std::net::Shutdown::Both)
     }

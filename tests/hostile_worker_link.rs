@@ -51,7 +51,7 @@ fn silent_after_tcp_accept_is_a_tls_timeout() {
 fn trickling_tls_handshake_is_a_tls_timeout() {
     let _w = watchdog("link_trickle_tls", Duration::from_secs(20));
     let mut record = vec![0x16, 0x03, 0x03, 0x40, 0x00];
-    record.extend(std::iter::repeat(0u8).take(16 * 1024));
+    record.extend(std::iter::repeat_n(0u8, 16 * 1024));
     let err = link_err(vec![
         until("\u{16}\u{3}"),
         Step::Trickle {
