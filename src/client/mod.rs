@@ -575,6 +575,11 @@ impl Iterator for Events {
 ///     }
 /// }
 /// assert!(client.shutdown(Duration::from_secs(5)).is_empty());
+/// # emulator.shutdown();
+/// # mod judge { include!("../../tests/common/judge_core.rs"); }
+/// # let bytes = emulator.client_bytes();
+/// # assert!(!bytes.is_empty() && bytes.iter().all(|r| r.complete));
+/// # judge::check_all(bytes.iter().map(|r| (format!("{:?}", r.conn), &r.bytes[..]))).unwrap();
 /// # }
 /// ```
 #[derive(Clone)]

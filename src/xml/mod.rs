@@ -7,5 +7,5 @@ mod writer;
 
 pub use element::{Element, Node};
 pub use reader::{Packet, ReaderLimits, StanzaReader};
-pub(crate) use writer::first_forbidden_char;
 pub use writer::{escape_attr, escape_text, write_element};
+pub(crate) use writer::{first_forbidden_char, is_xml_char};
