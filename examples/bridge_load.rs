@@ -33,8 +33,18 @@ const PROGRAM: Program = Program {
     groups: &[(
         "load",
         &[
-            Flag::value("count", "N", "20000", "DOWNSTREAM messages per mode, all apps"),
-            Flag::value("apps", "K", "2", "apps logged on at once, each its own session"),
+            Flag::value(
+                "count",
+                "N",
+                "20000",
+                "DOWNSTREAM messages per mode, all apps",
+            ),
+            Flag::value(
+                "apps",
+                "K",
+                "2",
+                "apps logged on at once, each its own session",
+            ),
             Flag::value(
                 "bridge",
                 "PATH",
@@ -44,7 +54,10 @@ const PROGRAM: Program = Program {
         ],
     )],
     notes: "output: one `name: value unit` line per figure on stdout",
-    exits: &[(0, "measured"), (1, "fatal or usage error (one line on stderr)")],
+    exits: &[
+        (0, "measured"),
+        (1, "fatal or usage error (one line on stderr)"),
+    ],
 };
 
 const SENDER: &str = "123456789012";
@@ -114,13 +127,20 @@ fn measure(
     apps: usize,
 ) -> f64 {
     let mut cmd = Command::new(bridge);
-    cmd.args(["--endpoint", endpoint, "--sender-id", SENDER, "--listen", "127.0.0.1:0"])
-        .arg("--ca-file")
-        .arg(ca)
-        .env("FCM_SERVER_KEY", KEY)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+    cmd.args([
+        "--endpoint",
+        endpoint,
+        "--sender-id",
+        SENDER,
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .arg("--ca-file")
+    .arg(ca)
+    .env("FCM_SERVER_KEY", KEY)
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
     if let Some(j) = journal {
         cmd.arg("--journal").arg(j);
     }

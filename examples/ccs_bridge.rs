@@ -16,10 +16,10 @@
 //! Threads: one journal owner (group commit), one for the client's events, one
 //! reader and one writer per app connection, plus the client's own.
 
-#[path = "common/mod.rs"]
-mod common;
 #[path = "ccs_bridge/app.rs"]
 mod app;
+#[path = "common/mod.rs"]
+mod common;
 #[path = "ccs_bridge/events.rs"]
 mod events;
 #[path = "ccs_bridge/proto.rs"]
@@ -201,20 +201,24 @@ fn main() {
                 conn_id += 1;
                 accept(&ctx, &live, max_apps, s, peer, conn_id);
             }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                thread::sleep(Duration::from_millis(20))
-            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => thread::sleep(Duration::from_millis(20)),
             Err(e) => log::warn!("accept: {e}"),
         }
     }
 
-    eprintln!("stopping: waiting up to {} for outcomes", common::human(shutdown_timeout));
+    eprintln!(
+        "stopping: waiting up to {} for outcomes",
+        common::human(shutdown_timeout)
+    );
     drop(listener);
     let left = client.shutdown(shutdown_timeout);
     let _ = ev_thread.join();
     handle.stop();
     let _ = journal_thread.join();
-    eprintln!("stopped: {} messages kept in the journal for the next run", left.len());
+    eprintln!(
+        "stopped: {} messages kept in the journal for the next run",
+        left.len()
+    );
 }
 
 /// Starts serving an app connection on its own thread (or turns it away when there are

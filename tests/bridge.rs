@@ -92,11 +92,16 @@ struct Ccs {
 
 impl Ccs {
     fn start() -> Ccs {
+        Ccs::with_receipts_for("com.example.a")
+    }
+
+    /// An emulator whose receipts carry `category`.
+    fn with_receipts_for(category: &str) -> Ccs {
         let emu = common::judged(
             Emulator::builder()
                 .sender_id(SENDER)
                 .server_key(KEY)
-                .receipt_category("com.example.a"),
+                .receipt_category(category),
         );
         let dir = TempDir::new("ca");
         std::fs::write(dir.path().join("ca.pem"), Emulator::cert_pem()).expect("write ca");
@@ -150,7 +155,10 @@ impl Ccs {
             Ok(l) => l,
             Err(e) => {
                 let _ = child.kill();
-                panic!("no startup line ({e:?}); stderr: {}", stderr.lock().unwrap());
+                panic!(
+                    "no startup line ({e:?}); stderr: {}",
+                    stderr.lock().unwrap()
+                );
             }
         };
         let start = object(&line);
@@ -358,8 +366,12 @@ fn two_apps_get_their_own_outcomes_and_upstream_by_category() {
     assert_eq!(ib, ["b-0", "b-1", "b-2"]);
 
     // Upstream goes to the app whose session id is the message's category.
-    let ua = ccs.emu.inject_upstream("phone-1", "com.example.a", &[("x", "1")]);
-    let ub = ccs.emu.inject_upstream("phone-2", "com.example.b", &[("y", "2")]);
+    let ua = ccs
+        .emu
+        .inject_upstream("phone-1", "com.example.a", &[("x", "1")]);
+    let ub = ccs
+        .emu
+        .inject_upstream("phone-2", "com.example.b", &[("y", "2")]);
     let up_a = a.until("UPSTREAM", 1);
     let up_b = b.until("UPSTREAM", 1);
     assert_eq!(ids(&up_a, "UPSTREAM"), [ua.as_str()]);
@@ -377,7 +389,12 @@ fn two_apps_get_their_own_outcomes_and_upstream_by_category() {
     let ledger = ccs.emu.ledger();
     let acked: BTreeMap<&str, ()> = ledger.acked_ids().into_iter().map(|i| (i, ())).collect();
     let want: Vec<String> = (0..3)
-        .flat_map(|i| [format!("com.example.a::a-{i}"), format!("com.example.b::b-{i}")])
+        .flat_map(|i| {
+            [
+                format!("com.example.a::a-{i}"),
+                format!("com.example.b::b-{i}"),
+            ]
+        })
         .collect();
     for w in &want {
         assert!(acked.contains_key(w.as_str()), "{w} not acked: {ledger:?}");
@@ -399,8 +416,12 @@ fn upstream_and_outcomes_for_an_absent_app_are_held_until_it_logs_on() {
     let bridge = ccs.bridge(Some(journal.path()), &[]);
 
     // Upstream for a session nobody logged on yet: journaled and acked to CCS.
-    let up1 = ccs.emu.inject_upstream("phone-1", "com.example.late", &[("n", "1")]);
-    let up2 = ccs.emu.inject_upstream("phone-1", "com.example.late", &[("n", "2")]);
+    let up1 = ccs
+        .emu
+        .inject_upstream("phone-1", "com.example.late", &[("n", "1")]);
+    let up2 = ccs
+        .emu
+        .inject_upstream("phone-1", "com.example.late", &[("n", "2")]);
     assert!(ccs
         .emu
         .wait_until(LIMIT, |l| l.unacked_upstream().is_empty()));
@@ -504,7 +525,11 @@ fn bad_lines_get_errors_and_the_connection_stays_up() {
             "ERROR",
             "before LOGON",
         ),
-        (r#"{"message_type":"LOGON","session_id":"bad id!"}"#, "LOGON_RESPONSE", "package name"),
+        (
+            r#"{"message_type":"LOGON","session_id":"bad id!"}"#,
+            "LOGON_RESPONSE",
+            "package name",
+        ),
     ];
     let check = |app: &mut App, cases: &[(&str, &str, &str)]| {
         for (line, want_kind, want_text) in cases {
@@ -523,13 +548,41 @@ fn bad_lines_get_errors_and_the_connection_stays_up() {
     let long = format!("{{\"x\":\"{}\"}}", "a".repeat(70 * 1024));
     let cases: &[(&str, &str, &str)] = &[
         (&long, "ERROR", "longer than"),
-        (r#"{"message_type":"HELLO","session_id":"com.example.a"}"#, "ERROR", "unknown message_type HELLO"),
-        (r#"{"message_type":"ACK","session_id":"com.example.a"}"#, "ERROR", "missing field message_id"),
-        (r#"{"message_type":"DOWNSTREAM","session_id":"com.example.a"}"#, "ERROR", "missing field message_id"),
-        (r#"{"message_type":"DOWNSTREAM","session_id":"com.example.b","message_id":"x","fcm_data":{"to":"d"}}"#, "ERROR", "not this connection's session"),
-        (r#"{"message_type":"DOWNSTREAM","session_id":"com.example.a","message_id":"x"}"#, "DOWNSTREAM_REJECT", "missing field fcm_data"),
-        (r#"{"message_type":"DOWNSTREAM","session_id":"com.example.a","message_id":"y","fcm_data":{"to":"d","time_to_live":"600"}}"#, "DOWNSTREAM_REJECT", "time_to_live"),
-        (r#"{"message_type":"LOGON","session_id":"com.example.a"}"#, "ERROR", "already logged on"),
+        (
+            r#"{"message_type":"HELLO","session_id":"com.example.a"}"#,
+            "ERROR",
+            "unknown message_type HELLO",
+        ),
+        (
+            r#"{"message_type":"ACK","session_id":"com.example.a"}"#,
+            "ERROR",
+            "missing field message_id",
+        ),
+        (
+            r#"{"message_type":"DOWNSTREAM","session_id":"com.example.a"}"#,
+            "ERROR",
+            "missing field message_id",
+        ),
+        (
+            r#"{"message_type":"DOWNSTREAM","session_id":"com.example.b","message_id":"x","fcm_data":{"to":"d"}}"#,
+            "ERROR",
+            "not this connection's session",
+        ),
+        (
+            r#"{"message_type":"DOWNSTREAM","session_id":"com.example.a","message_id":"x"}"#,
+            "DOWNSTREAM_REJECT",
+            "missing field fcm_data",
+        ),
+        (
+            r#"{"message_type":"DOWNSTREAM","session_id":"com.example.a","message_id":"y","fcm_data":{"to":"d","time_to_live":"600"}}"#,
+            "DOWNSTREAM_REJECT",
+            "time_to_live",
+        ),
+        (
+            r#"{"message_type":"LOGON","session_id":"com.example.a"}"#,
+            "ERROR",
+            "already logged on",
+        ),
     ];
     check(&mut app, cases);
     // Still up: a good message goes through. Nothing invalid reached CCS.
@@ -543,6 +596,51 @@ fn bad_lines_get_errors_and_the_connection_stays_up() {
     let r = idle.next();
     assert!(str_of(&r, "error_string").contains("no LOGON"));
     assert!(idle.recv().is_none());
+}
+
+#[test]
+fn the_readme_example_session_runs_as_written() {
+    let _w = common::watchdog("readme_session", Duration::from_secs(60));
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let from = readme
+        .find("An example session")
+        .expect("the example session");
+    let block = readme[from..]
+        .split("```text\n")
+        .nth(1)
+        .and_then(|b| b.split("\n```").next())
+        .expect("its text block");
+    let ccs = Ccs::with_receipts_for("com.example.app");
+    let bridge = ccs.bridge(None, &[]);
+    let mut app = App::connect(bridge.addr, "com.example.app");
+    let mut steps = 0;
+    for line in block.lines() {
+        if let Some(sent) = line.strip_prefix("> ") {
+            app.send(sent);
+        } else if let Some(want) = line.strip_prefix("< ") {
+            if want.contains(r#""message_type":"UPSTREAM""#) {
+                ccs.emu
+                    .inject_upstream("phone-1", "com.example.app", &[("text", "hello")]);
+            }
+            let got = json::to_string(&app.next());
+            assert!(
+                common::glob_match(want, &got),
+                "README shows\n{want}\nthe bridge wrote\n{got}"
+            );
+        } else {
+            panic!("a line of the example session is neither > nor <: {line:?}");
+        }
+        steps += 1;
+    }
+    assert!(steps >= 10, "{block}");
+    // The ACK of up-1 reached the bridge: CCS has nothing left to deliver and the app
+    // nothing more to read.
+    assert!(ccs
+        .emu
+        .wait_until(LIMIT, |l| l.unacked_upstream().is_empty()));
+    thread::sleep(Duration::from_millis(200));
+    assert!(app.rx.try_recv().is_err());
 }
 
 /// What one app saw across the whole kill-and-restart run.
@@ -569,7 +667,11 @@ impl Tally {
                 self.upstream.insert(id);
                 self.upstream_lines += 1;
             }
-            other => panic!("{}: unexpected {other}: {}", app.session, json::to_string(o)),
+            other => panic!(
+                "{}: unexpected {other}: {}",
+                app.session,
+                json::to_string(o)
+            ),
         }
     }
 
@@ -609,14 +711,20 @@ fn kill_and_restart_mid_run_loses_nothing() {
     let mut up_ids: Vec<Vec<String>> = vec![Vec::new(); 2];
     for (i, s) in sessions.iter().enumerate() {
         for k in 0..M / 2 {
-            up_ids[i].push(ccs.emu.inject_upstream(&format!("phone-{k}"), s, &[("k", "v")]));
+            up_ids[i].push(
+                ccs.emu
+                    .inject_upstream(&format!("phone-{k}"), s, &[("k", "v")]),
+            );
         }
     }
     // A third app logs on only after the restart: its upstream, acked to CCS before the
     // kill, exists only in the journal then.
     const LATE: &str = "com.example.late";
     let late_ids: HashSet<String> = (0..M / 2)
-        .map(|k| ccs.emu.inject_upstream(&format!("phone-{k}"), LATE, &[("k", "v")]))
+        .map(|k| {
+            ccs.emu
+                .inject_upstream(&format!("phone-{k}"), LATE, &[("k", "v")])
+        })
         .collect();
     for app in apps.iter_mut() {
         for k in 0..N {
@@ -627,9 +735,9 @@ fn kill_and_restart_mid_run_loses_nothing() {
     for (app, t) in apps.iter_mut().zip(&mut tallies) {
         t.pump(app, N, 0, Some(N / 3));
     }
-    assert!(ccs
-        .emu
-        .wait_until(LIMIT, |l| !late_ids.iter().any(|id| l.unacked_upstream().contains(id))));
+    assert!(ccs.emu.wait_until(LIMIT, |l| !late_ids
+        .iter()
+        .any(|id| l.unacked_upstream().contains(id))));
     let mut bridge = bridge;
     bridge.child.kill().expect("SIGKILL the bridge");
     let _ = bridge.child.wait();
@@ -647,7 +755,10 @@ fn kill_and_restart_mid_run_loses_nothing() {
     let before: usize = at_kill.iter().map(HashSet::len).sum();
     for (i, s) in sessions.iter().enumerate() {
         for k in M / 2..M {
-            up_ids[i].push(ccs.emu.inject_upstream(&format!("phone-{k}"), s, &[("k", "v")]));
+            up_ids[i].push(
+                ccs.emu
+                    .inject_upstream(&format!("phone-{k}"), s, &[("k", "v")]),
+            );
         }
     }
 
@@ -669,7 +780,11 @@ fn kill_and_restart_mid_run_loses_nothing() {
         }
     }
     for (app, t) in apps.iter_mut().zip(&mut tallies) {
-        assert!(t.pump(app, N, M, None), "{}: connection closed", app.session);
+        assert!(
+            t.pump(app, N, M, None),
+            "{}: connection closed",
+            app.session
+        );
     }
     assert!(resent > 0, "nothing pending in the journal at the kill");
     let mut late = App::logged_on(bridge.addr, LATE);
@@ -682,7 +797,10 @@ fn kill_and_restart_mid_run_loses_nothing() {
     for (s, t) in sessions.iter().zip(&tallies) {
         assert_eq!(t.outcomes.len(), N, "{s}");
         for (id, seen) in &t.outcomes {
-            assert!(seen.iter().all(|k| k == "DOWNSTREAM_ACK"), "{s} {id}: {seen:?}");
+            assert!(
+                seen.iter().all(|k| k == "DOWNSTREAM_ACK"),
+                "{s} {id}: {seen:?}"
+            );
             redelivered += seen.len() - 1;
         }
     }
@@ -707,7 +825,10 @@ fn kill_and_restart_mid_run_loses_nothing() {
     for d in &dups {
         let (s, mid) = d.split_once("::").expect("bridge id");
         let i = sessions.iter().position(|x| *x == s).expect("session");
-        assert!(!at_kill[i].contains(mid), "{d} sent twice but had its outcome before the kill");
+        assert!(
+            !at_kill[i].contains(mid),
+            "{d} sent twice but had its outcome before the kill"
+        );
     }
     let upstream_redelivered: usize = tallies
         .iter()

@@ -1674,26 +1674,6 @@ fn as_run(snippet: &str, examples: &str, port: u16, tmp: &str) -> String {
     out
 }
 
-/// `text` matches `pattern`, where `…` in the pattern stands for any text.
-fn glob_match(pattern: &str, text: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('…').collect();
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if parts.len() == 1 {
-        return text == pattern;
-    }
-    if !text.starts_with(first) || !text[first.len()..].ends_with(last) {
-        return false;
-    }
-    let mut rest = &text[first.len()..text.len() - last.len()];
-    for mid in &parts[1..parts.len() - 1] {
-        match rest.find(mid) {
-            Some(at) => rest = &rest[at + mid.len()..],
-            None => return false,
-        }
-    }
-    true
-}
-
 /// Runs one snippet with bash in its own process group (killed whole if it overruns).
 fn run_snippet(script: &str) -> Finished {
     use std::os::unix::process::CommandExt;
@@ -1770,7 +1750,7 @@ fn the_readme_snippets_run_as_written() {
                 let mut unused: Vec<&str> = out.stdout.iter().map(String::as_str).collect();
                 for w in &want {
                     let w = w.replace(":5235", &format!(":{port}"));
-                    let at = unused.iter().position(|line| glob_match(&w, line));
+                    let at = unused.iter().position(|line| common::glob_match(&w, line));
                     let at = at.unwrap_or_else(|| panic!("no output line like {w:?}\n{context}"));
                     unused.remove(at);
                 }
@@ -1811,11 +1791,11 @@ impl Drop for TempDir {
 
 #[test]
 fn glob_match_is_strict_outside_the_ellipsis() {
-    assert!(glob_match("a…c", "abbbc"));
-    assert!(glob_match("{\"x\":…,\"y\":…}", "{\"x\":1,\"y\":2}"));
-    assert!(!glob_match("a…c", "abbb"));
-    assert!(!glob_match("abc", "abcd"));
-    assert!(glob_match("…", ""));
+    assert!(common::glob_match("a…c", "abbbc"));
+    assert!(common::glob_match("{\"x\":…,\"y\":…}", "{\"x\":1,\"y\":2}"));
+    assert!(!common::glob_match("a…c", "abbb"));
+    assert!(!common::glob_match("abc", "abcd"));
+    assert!(common::glob_match("…", ""));
 }
 
 #[test]

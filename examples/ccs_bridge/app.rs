@@ -494,7 +494,14 @@ fn line_out(line: String) -> Out {
 fn logon_line(session: &str, error: Option<&str>) -> String {
     Line::new("LOGON_RESPONSE")
         .str("session_id", session)
-        .str("status", if error.is_none() { "SUCCESS" } else { "FAILURE" })
+        .str(
+            "status",
+            if error.is_none() {
+                "SUCCESS"
+            } else {
+                "FAILURE"
+            },
+        )
         .opt("error_string", error)
         .finish()
 }

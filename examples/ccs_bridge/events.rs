@@ -49,13 +49,12 @@ pub fn run(mut events: Events, client: Client, state: Handle) {
 }
 
 fn take(ev: ClientEvent, items: &mut Vec<Item>) {
-    let outcome = |m: &fcm_xmpp::Message, error: Option<String>, reg: Option<String>| {
-        Item::Outcome {
+    let outcome =
+        |m: &fcm_xmpp::Message, error: Option<String>, reg: Option<String>| Item::Outcome {
             id: m.id().to_string(),
             error,
             registration_id: reg,
-        }
-    };
+        };
     match ev {
         ClientEvent::Delivered { message, ack } => {
             items.push(outcome(&message, None, ack.registration_id))
@@ -75,9 +74,9 @@ fn take(ev: ClientEvent, items: &mut Vec<Item>) {
         ClientEvent::Fatal { error } => crate::common::die(format!("client stopped: {error}")),
         ClientEvent::Connected { jid, .. } => log::info!("connected as {jid}"),
         ClientEvent::Lost { error, .. } => log::warn!("connection lost: {error}"),
-        ClientEvent::Reconnecting {
-            attempt, error, ..
-        } => log::warn!("connection attempt {attempt} failed: {error}"),
+        ClientEvent::Reconnecting { attempt, error, .. } => {
+            log::warn!("connection attempt {attempt} failed: {error}")
+        }
         other => log::debug!("{other:?}"),
     }
 }

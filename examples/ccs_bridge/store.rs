@@ -30,7 +30,6 @@ impl MemJournal {
         self.order.get(seq).map(|(_, v)| v.as_slice())
     }
 
-
     /// Sets `key` to `value`; a key already there keeps its place in the order.
     pub fn put(&mut self, key: &str, value: &[u8]) {
         self.dirty += 1;
@@ -98,7 +97,6 @@ impl Store {
             Store::Mem(m) => m.get(key),
         }
     }
-
 
     pub fn put(&mut self, key: &str, value: &[u8]) {
         match self {
