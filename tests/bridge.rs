@@ -599,6 +599,58 @@ fn bad_lines_get_errors_and_the_connection_stays_up() {
 }
 
 #[test]
+fn a_slow_app_is_cut_off_without_holding_up_others_and_loses_nothing() {
+    let _w = common::watchdog("slow_app", Duration::from_secs(90));
+    const UP: usize = 2000;
+    let ccs = Ccs::start();
+    let bridge = ccs.bridge(None, &["--app-queue", "50"]);
+    // The slow app logs on and then reads nothing (no reader thread).
+    let mut slow = TcpStream::connect(bridge.addr).expect("connect");
+    slow.write_all(b"{\"message_type\":\"LOGON\",\"session_id\":\"com.example.slow\"}\n")
+        .unwrap();
+    let big = "x".repeat(8000);
+    let want: HashSet<String> = (0..UP)
+        .map(|k| {
+            ccs.emu
+                .inject_upstream(&format!("phone-{k}"), "com.example.slow", &[("big", &big)])
+        })
+        .collect();
+    // Another app is served all along.
+    let mut fast = App::logged_on(bridge.addr, "com.example.fast");
+    for i in 0..20 {
+        fast.downstream(&format!("f-{i}"), None, "device-1");
+    }
+    assert_eq!(
+        ids(&fast.until("DOWNSTREAM_ACK", 20), "DOWNSTREAM_ACK").len(),
+        20
+    );
+    assert!(ccs
+        .emu
+        .wait_until(LIMIT, |l| l.unacked_upstream().is_empty()));
+    // The slow app was cut off before it got everything: what it can still read ends.
+    slow.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut seen = HashSet::new();
+    for line in BufReader::new(slow).lines() {
+        let Ok(line) = line else { break };
+        let o = object(&line);
+        if kind(&o) == "UPSTREAM" {
+            seen.insert(str_of(&o, "message_id").to_string());
+        }
+    }
+    let before = seen.len();
+    assert!(before < UP, "the slow app was never cut off");
+    // ...and gets the rest when it logs on again.
+    let mut again = App::logged_on(bridge.addr, "com.example.slow");
+    while !want.iter().all(|id| seen.contains(id)) {
+        let o = again.next();
+        let id = str_of(&o, "message_id").to_string();
+        again.ack(&id);
+        seen.insert(id);
+    }
+    println!("slow app: cut off after {before} of {UP} upstream messages");
+}
+
+#[test]
 fn the_readme_example_session_runs_as_written() {
     let _w = common::watchdog("readme_session", Duration::from_secs(60));
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))

@@ -3,8 +3,8 @@
 
 use std::io::{self, BufRead, BufReader, BufWriter, ErrorKind, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use miniserde::json::{self, Object, Value};
 use crate::proto::{self, Line, MAX_LINE};
 #[allow(unused_imports)]
 use crate::standin::GroupStandin;
-use crate::state::{Done, Handle, Out, Session, State};
+use crate::state::{Done, Entry, Handle, Mail, Out, Outbox, Session, State};
 
 /// What every connection shares.
 pub struct Ctx {
@@ -102,40 +102,36 @@ fn grouped(message: Message, session: &str, group: Option<&str>) -> Message {
     }
 }
 
-/// Records an outcome for the app's downstream `ccs_id` (replacing its pending record);
-/// the returned second half queues it for the app if logged on. Nothing for an id
-/// that is not ours, not pending, or already settled.
+/// Records an outcome for the app's downstream `ccs_id` (replacing its pending record)
+/// and adds it to `mail` if its app is logged on. Nothing for an id that is not ours,
+/// not pending, or already settled.
 pub fn settle(
     st: &mut State,
+    mail: &mut Mail,
     ccs_id: &str,
     error: Option<&str>,
     registration_id: Option<&str>,
-) -> Option<Done> {
+) {
     let Some((session, group, mid)) = proto::parse_ccs_id(ccs_id) else {
         log::warn!("outcome for a message id that is not the bridge's: {ccs_id:?}");
-        return None;
+        return;
     };
     let key = proto::down_key(&session, &mid);
     if st.store.get(&key).and_then(|v| v.first()) != Some(&b'P') {
-        return None;
+        return;
     }
     let line = proto::outcome_line(&session, &mid, group.as_deref(), error, registration_id);
     let mut rec = Vec::with_capacity(line.len() + 1);
     rec.push(b'O');
     rec.extend_from_slice(line.as_bytes());
     st.store.put(&key, &rec);
-    if !st.logged_on(&session) {
-        return None;
+    if st.logged_on(&session) {
+        let out = Out {
+            line,
+            remove_after_flush: Some(key),
+        };
+        mail.push(&session, out);
     }
-    Some(Box::new(move |st: &mut State| {
-        st.deliver(
-            &session,
-            Out {
-                line,
-                remove_after_flush: Some(key),
-            },
-        );
-    }))
 }
 
 /// Hands a journaled message to the client, waiting for queue space as long as the
@@ -149,7 +145,11 @@ pub fn submit(client: &Client, state: &Handle, stop: &AtomicBool, mut message: M
                 SendErrorKind::Invalid(why) => {
                     let id = e.message.id().to_string();
                     let why = why.to_string();
-                    state.call(move |st| ((), settle(st, &id, Some(&why), None)));
+                    state.call(move |st| {
+                        let mut mail = Mail::default();
+                        settle(st, &mut mail, &id, Some(&why), None);
+                        ((), Some(mail.into_done()))
+                    });
                     return;
                 }
                 // Stopping: it stays in the journal for the next run.
@@ -239,18 +239,18 @@ pub fn serve(ctx: Arc<Ctx>, stream: TcpStream, conn: u64) {
             return;
         }
     };
-    let (tx, rx) = mpsc::sync_channel::<Out>(ctx.queue);
+    let (outbox, rx, queued) = Outbox::new(ctx.queue);
     let state = ctx.state.clone();
     let writer = thread::Builder::new()
         .name(format!("app-{conn}-writer"))
-        .spawn(move || write_loop(wstream, rx, state));
+        .spawn(move || write_loop(wstream, rx, &queued, state));
     let Ok(writer) = writer else {
         return;
     };
     let mut app = App {
         ctx: &ctx,
         conn,
-        tx,
+        outbox,
         kick,
         session: None,
     };
@@ -270,7 +270,7 @@ pub fn serve(ctx: Arc<Ctx>, stream: TcpStream, conn: u64) {
 struct App<'a> {
     ctx: &'a Ctx,
     conn: u64,
-    tx: SyncSender<Out>,
+    outbox: Outbox,
     kick: TcpStream,
     session: Option<String>,
 }
@@ -317,17 +317,11 @@ impl App<'_> {
 
     /// Queues a line for this app; false (and the connection cut) if its queue is full.
     fn say(&self, line: String) -> bool {
-        let out = Out {
-            line,
-            remove_after_flush: None,
-        };
-        match self.tx.try_send(out) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                let _ = self.kick.shutdown(Shutdown::Both);
-                false
-            }
+        if self.outbox.push(vec![Out::plain(line)], true) {
+            return true;
         }
+        let _ = self.kick.shutdown(Shutdown::Both);
+        false
     }
 
     /// Handles a batch of lines in order; false to close the connection.
@@ -406,21 +400,24 @@ impl App<'_> {
         let Ok(stream) = self.kick.try_clone() else {
             return;
         };
-        let (s, tx, conn) = (session.clone(), self.tx.clone(), self.conn);
+        let (s, outbox, conn) = (session.clone(), self.outbox.clone(), self.conn);
         let ok = self.ctx.state.call(move |st| {
             if st.logged_on(&s) {
                 return (false, None);
             }
-            st.sessions.insert(s.clone(), Session { conn, tx, stream });
+            st.sessions.insert(
+                s.clone(),
+                Session {
+                    conn,
+                    outbox,
+                    stream,
+                },
+            );
             let held = st.held(&s);
+            let mut outs = vec![Out::plain(logon_line(&s, None))];
+            outs.extend(held);
             let done: Done = Box::new(move |st: &mut State| {
-                if st.deliver(&s, line_out(logon_line(&s, None))) {
-                    for o in held {
-                        if !st.deliver(&s, o) {
-                            break;
-                        }
-                    }
-                }
+                st.deliver_backlog(&s, outs);
             });
             (true, Some(done))
         });
@@ -470,9 +467,7 @@ impl App<'_> {
                 }
             }
             let done: Done = Box::new(move |st: &mut State| {
-                for o in again {
-                    st.deliver(&session, o);
-                }
+                st.deliver(&session, again);
             });
             (new, Some(done))
         });
@@ -481,13 +476,6 @@ impl App<'_> {
             submit(&self.ctx.client, &self.ctx.state, &self.ctx.stop, m);
         }
         true
-    }
-}
-
-fn line_out(line: String) -> Out {
-    Out {
-        line,
-        remove_after_flush: None,
     }
 }
 
@@ -508,20 +496,23 @@ fn logon_line(session: &str, error: Option<&str>) -> String {
 
 /// Writes queued lines in batches (one flush per batch); once a batch is flushed, the
 /// records it delivered for good leave the journal.
-fn write_loop(stream: TcpStream, rx: Receiver<Out>, state: Handle) {
+fn write_loop(stream: TcpStream, rx: Receiver<Entry>, queued: &AtomicUsize, state: Handle) {
     let mut w = BufWriter::with_capacity(64 * 1024, stream);
     while let Ok(first) = rx.recv() {
         let mut keys = Vec::new();
         let mut next = Some(first);
         let mut n = 0;
         let mut ok = true;
-        while let Some(o) = next.take() {
-            if w.write_all(o.line.as_bytes()).is_err() || w.write_all(b"\n").is_err() {
-                ok = false;
-                break;
+        'batch: while let Some(entry) = next.take() {
+            queued.fetch_sub(entry.counted(), Ordering::AcqRel);
+            for o in entry.outs {
+                if w.write_all(o.line.as_bytes()).is_err() || w.write_all(b"\n").is_err() {
+                    ok = false;
+                    break 'batch;
+                }
+                keys.extend(o.remove_after_flush);
+                n += 1;
             }
-            keys.extend(o.remove_after_flush);
-            n += 1;
             if n < 4096 {
                 next = rx.try_recv().ok();
             }

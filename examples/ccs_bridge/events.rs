@@ -6,7 +6,7 @@ use fcm_xmpp::{Receipt, Upstream};
 
 use crate::app::settle;
 use crate::proto::{self, Line};
-use crate::state::{Done, Handle, Out, State};
+use crate::state::{Done, Handle, Mail, Out, State};
 
 /// Events taken into one journal call at most.
 const MAX_EVENTS: usize = 4096;
@@ -84,20 +84,20 @@ fn take(ev: ClientEvent, items: &mut Vec<Item>) {
 /// Journals a batch; returns the acks to write once it is committed.
 fn journal(st: &mut State, items: Vec<Item>) -> (Vec<AckHandle>, Option<Done>) {
     let mut acks = Vec::new();
-    let mut dones: Vec<Done> = Vec::new();
-    let mut lines: Vec<(String, Out)> = Vec::new();
+    let mut mail = Mail::default();
     for item in items {
         match item {
             Item::Outcome {
                 id,
                 error,
                 registration_id,
-            } => dones.extend(settle(
+            } => settle(
                 st,
+                &mut mail,
                 &id,
                 error.as_deref(),
                 registration_id.as_deref(),
-            )),
+            ),
             Item::Upstream(up, ack) => {
                 acks.extend(ack);
                 let Some(session) = up.category.clone().filter(|c| proto::valid_session(c)) else {
@@ -111,7 +111,7 @@ fn journal(st: &mut State, items: Vec<Item>) -> (Vec<AckHandle>, Option<Done>) {
                 let key = proto::up_key(&session, &up.from, &up.message_id);
                 let line = upstream_line(&session, &up);
                 if st.put_upstream(&key, &line) && st.logged_on(&session) {
-                    lines.push((session, plain(line)));
+                    mail.push(&session, Out::plain(line));
                 }
             }
             Item::Receipt(r, ack) => {
@@ -132,27 +132,12 @@ fn journal(st: &mut State, items: Vec<Item>) -> (Vec<AckHandle>, Option<Done>) {
                         line,
                         remove_after_flush: Some(key),
                     };
-                    lines.push((session, out));
+                    mail.push(&session, out);
                 }
             }
         }
     }
-    let done: Done = Box::new(move |st: &mut State| {
-        for d in dones {
-            d(st);
-        }
-        for (s, o) in lines {
-            st.deliver(&s, o);
-        }
-    });
-    (acks, Some(done))
-}
-
-fn plain(line: String) -> Out {
-    Out {
-        line,
-        remove_after_flush: None,
-    }
+    (acks, Some(mail.into_done()))
 }
 
 fn upstream_line(session: &str, up: &Upstream) -> String {

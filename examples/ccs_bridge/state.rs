@@ -10,7 +10,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{Shutdown, TcpStream};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
 use crate::proto;
@@ -23,11 +25,97 @@ pub struct Out {
     pub remove_after_flush: Option<String>,
 }
 
+impl Out {
+    /// A line that leaves nothing to remove.
+    pub fn plain(line: String) -> Out {
+        Out {
+            line,
+            remove_after_flush: None,
+        }
+    }
+}
+
+/// Lines for apps, gathered per session in order, queued after the commit: one queue
+/// entry per session per batch, however many lines.
+#[derive(Default)]
+pub struct Mail(Vec<(String, Vec<Out>)>);
+
+impl Mail {
+    pub fn push(&mut self, session: &str, out: Out) {
+        match self.0.iter_mut().find(|(s, _)| s == session) {
+            Some((_, v)) => v.push(out),
+            None => self.0.push((session.to_string(), vec![out])),
+        }
+    }
+
+    /// The second half that queues it all.
+    pub fn into_done(self) -> Done {
+        Box::new(move |st: &mut State| {
+            for (s, outs) in self.0 {
+                st.deliver(&s, outs);
+            }
+        })
+    }
+}
+
+/// What a writer thread takes from its queue.
+pub struct Entry {
+    pub outs: Vec<Out>,
+    /// Counted against the queue's line limit (a LOGON backlog, already held in memory
+    /// by the journal, is not).
+    counted: bool,
+}
+
+/// An app's writer queue: at most `limit` lines queued, not counting a LOGON backlog.
+#[derive(Clone)]
+pub struct Outbox {
+    tx: SyncSender<Entry>,
+    queued: Arc<AtomicUsize>,
+    limit: usize,
+}
+
+impl Outbox {
+    /// The queue and the writer's end.
+    pub fn new(limit: usize) -> (Outbox, Receiver<Entry>, Arc<AtomicUsize>) {
+        let (tx, rx) = mpsc::sync_channel(limit);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let q = Arc::clone(&queued);
+        (Outbox { tx, queued, limit }, rx, q)
+    }
+
+    /// Queues `outs`; false if that would pass the limit or the writer is gone.
+    pub fn push(&self, outs: Vec<Out>, counted: bool) -> bool {
+        let n = if counted { outs.len() } else { 0 };
+        if self.queued.fetch_add(n, Ordering::AcqRel) + n > self.limit {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            return false;
+        }
+        match self.tx.try_send(Entry { outs, counted }) {
+            Ok(()) => true,
+            Err(_) => {
+                self.queued.fetch_sub(n, Ordering::AcqRel);
+                false
+            }
+        }
+    }
+}
+
+impl Entry {
+    /// Lines of this entry that counted against the limit.
+    pub fn counted(&self) -> usize {
+        if self.counted {
+            self.outs.len()
+        } else {
+            0
+        }
+    }
+}
+
 /// A logged-on app.
 pub struct Session {
     /// Which connection (a second connection's logoff must not end the first's session).
     pub conn: u64,
-    pub tx: SyncSender<Out>,
+    pub outbox: Outbox,
     /// A clone of its socket, to cut off an app whose queue is full.
     pub stream: TcpStream,
 }
@@ -103,24 +191,27 @@ impl State {
         self.sessions.contains_key(session)
     }
 
-    /// Queues `out` for `session`'s app. An app whose queue is full is cut off (its
+    /// Queues `outs` for `session`'s app. An app whose queue is full is cut off (its
     /// records stay in the journal for its next LOGON). False if not queued.
-    pub fn deliver(&mut self, session: &str, out: Out) -> bool {
+    pub fn deliver(&mut self, session: &str, outs: Vec<Out>) -> bool {
+        self.queue(session, outs, true)
+    }
+
+    /// Like [`State::deliver`] for a LOGON backlog (not counted against the limit).
+    pub fn deliver_backlog(&mut self, session: &str, outs: Vec<Out>) -> bool {
+        self.queue(session, outs, false)
+    }
+
+    fn queue(&mut self, session: &str, outs: Vec<Out>, counted: bool) -> bool {
         let Some(s) = self.sessions.get(session) else {
             return false;
         };
-        match s.tx.try_send(out) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
-                log::warn!("session {session}: app too slow (queue full), disconnecting it");
-                self.kick(session);
-                false
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.kick(session);
-                false
-            }
+        if outs.is_empty() || s.outbox.push(outs, counted) {
+            return true;
         }
+        log::warn!("session {session}: app too slow (queue full), disconnecting it");
+        self.kick(session);
+        false
     }
 
     /// Logs `session` off and shuts its socket.
