@@ -83,10 +83,12 @@ impl Outbox {
         (Outbox { tx, queued, limit }, rx, q)
     }
 
-    /// Queues `outs`; false if that would pass the limit or the writer is gone.
+    /// Queues `outs`; false if that would pass the limit (a batch of any size goes into
+    /// an empty queue) or the writer is gone.
     pub fn push(&self, outs: Vec<Out>, counted: bool) -> bool {
         let n = if counted { outs.len() } else { 0 };
-        if self.queued.fetch_add(n, Ordering::AcqRel) + n > self.limit {
+        let before = self.queued.fetch_add(n, Ordering::AcqRel);
+        if before > 0 && before + n > self.limit {
             self.queued.fetch_sub(n, Ordering::AcqRel);
             return false;
         }
