@@ -185,9 +185,9 @@ fn measure(
         threads.push(thread::spawn(move || {
             let mut buf = Vec::with_capacity(256 * 1024);
             for i in 0..n {
-                let _ = write!(
+                let _ = writeln!(
                     buf,
-                    "{{\"message_type\":\"DOWNSTREAM\",\"session_id\":\"{session}\",\"message_id\":\"m-{i}\",\"fcm_data\":{{\"to\":\"device-1\",\"data\":{{\"k\":\"v\"}}}}}}\n"
+                    "{{\"message_type\":\"DOWNSTREAM\",\"session_id\":\"{session}\",\"message_id\":\"m-{i}\",\"fcm_data\":{{\"to\":\"device-1\",\"data\":{{\"k\":\"v\"}}}}}}"
                 );
                 if buf.len() > 200 * 1024 || i + 1 == n {
                     if s.write_all(&buf).is_err() {

@@ -32,21 +32,7 @@ const LIMIT: Duration = Duration::from_secs(20);
 // ---------------------------------------------------------------------------------------------
 // The bridge process
 
-/// `target/<profile>/examples/NAME`, next to this test's `deps` directory.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("the test binary is in target/<profile>/deps");
-    let path = dir.join("examples").join(name);
-    assert!(
-        path.is_file(),
-        "{} not found: build the examples first (`cargo build --examples --all-features`)",
-        path.display()
-    );
-    path
-}
+use common::example;
 
 /// A directory under the temp dir, removed on drop.
 struct TempDir(PathBuf);
@@ -577,6 +563,11 @@ fn bad_lines_get_errors_and_the_connection_stays_up() {
             r#"{"message_type":"DOWNSTREAM","session_id":"com.example.a","message_id":"y","fcm_data":{"to":"d","time_to_live":"600"}}"#,
             "DOWNSTREAM_REJECT",
             "time_to_live",
+        ),
+        (
+            r#"{"message_type":"DOWNSTREAM","session_id":"com.example.a","message_id":"a\u0001b","fcm_data":{"to":"d"}}"#,
+            "DOWNSTREAM_REJECT",
+            "control characters",
         ),
         (
             r#"{"message_type":"LOGON","session_id":"com.example.a"}"#,

@@ -53,6 +53,15 @@ impl Down {
         let group = proto::opt_str(o, "group_id")
             .map_err(fail)?
             .filter(|g| !g.is_empty());
+        for (field, v) in [("message_id", Some(mid)), ("group_id", group)] {
+            if let Some(v) = v.filter(|v| !proto::valid_id(v)) {
+                return Err(fail(format!(
+                    "{field} must be at most {} bytes without control characters, got {} bytes",
+                    proto::MAX_ID,
+                    v.len()
+                )));
+            }
+        }
         let mut data = match o.get("fcm_data") {
             Some(Value::Object(d)) => d.clone(),
             Some(_) => return Err(fail("field fcm_data must be an object".into())),
@@ -217,7 +226,7 @@ impl LineReader {
 
 /// What a logged-on app asked for, batched into one journal call.
 enum Op {
-    Down(Down),
+    Down(Box<Down>),
     Ack(String),
 }
 
@@ -366,7 +375,7 @@ impl App<'_> {
                     )));
                 }
                 ("DOWNSTREAM", Some(s)) => match Down::parse(s, &o) {
-                    Ok(d) => ops.push(Op::Down(d)),
+                    Ok(d) => ops.push(Op::Down(Box::new(d))),
                     Err((Some(mid), why)) => {
                         let group = proto::opt_str(&o, "group_id").ok().flatten();
                         self.say(proto::outcome_line(s, &mid, group, Some(&why), None));

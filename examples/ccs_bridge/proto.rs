@@ -14,6 +14,15 @@ pub fn valid_session(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
 }
 
+/// The longest app `message_id` or `group_id`, in bytes.
+pub const MAX_ID: usize = 512;
+
+/// An app's message or group id: 1 to [`MAX_ID`] bytes, no control characters (it
+/// becomes part of a journal key and of the CCS message id).
+pub fn valid_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_ID && !s.chars().any(char::is_control)
+}
+
 /// `%` and `:` escaped, so the text can sit between `:` separators.
 fn escape(s: &str, out: &mut String) {
     for c in s.chars() {
