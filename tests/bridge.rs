@@ -901,3 +901,65 @@ fn kill_and_restart_mid_run_loses_nothing() {
     let last = ccs.bridge(Some(journal.path()), &[]);
     assert_eq!((last.count("resent"), last.count("held")), (0, 0));
 }
+
+#[test]
+fn help_lists_every_flag_with_its_default_and_bad_flags_exit_1() {
+    let run = |args: &[&str], key: Option<&str>| {
+        let mut cmd = Command::new(example("ccs_bridge"));
+        cmd.args(args).env_remove("FCM_LOG");
+        match key {
+            Some(k) => cmd.env("FCM_SERVER_KEY", k),
+            None => cmd.env_remove("FCM_SERVER_KEY"),
+        };
+        cmd.output().expect("run ccs_bridge")
+    };
+    let help = run(&["--help"], None);
+    assert_eq!(help.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&help.stdout);
+    for want in [
+        "usage: ccs_bridge ",
+        "--listen HOST:PORT",
+        "(default 127.0.0.1:5250)",
+        "--journal DIR",
+        "--logon-timeout S",
+        "(default 10)",
+        "--app-queue N",
+        "--endpoint HOST:PORT",
+        "--domain NAME",
+        "--ca-file PEM",
+        "--sender-id ID",
+        "FCM_SERVER_KEY",
+        "exit codes:",
+        "  0  ",
+        "  1  ",
+    ] {
+        assert!(text.contains(want), "--help lacks {want:?}\n{text}");
+    }
+    for (args, key, expect) in [
+        (
+            &["--listen", "127.0.0.1:0"][..],
+            Some(KEY),
+            "--sender-id is required",
+        ),
+        (&["--sender-id", SENDER][..], None, "FCM_SERVER_KEY"),
+        (
+            &["--sender-id", SENDER, "--listen", "nowhere"][..],
+            Some(KEY),
+            "--listen",
+        ),
+        (
+            &["--sender-id", SENDER, "--bogus"][..],
+            Some(KEY),
+            "unknown flag --bogus",
+        ),
+    ] {
+        let out = run(args, key);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(expect),
+            "{args:?}: {err}"
+        );
+    }
+}
