@@ -1,6 +1,9 @@
 //! The client's event loop: outcomes, upstream messages and receipts, taken in
 //! batches, journaled in one call per batch, acked to CCS only after that commit.
 
+use std::sync::mpsc;
+use std::thread;
+
 use fcm_xmpp::client::{AckHandle, Client, ClientEvent, Events, ReturnReason};
 use fcm_xmpp::{Receipt, Upstream};
 
@@ -24,6 +27,16 @@ enum Item {
 
 /// Runs until the client's event stream ends.
 pub fn run(mut events: Events, client: Client, state: Handle) {
+    // Acks wait until written: an acker thread writes them so outcomes keep flowing.
+    let (ack_tx, ack_rx) = mpsc::sync_channel::<Vec<AckHandle>>(64);
+    let acker = thread::Builder::new()
+        .name("acks".into())
+        .spawn(move || {
+            for batch in ack_rx {
+                write_acks(&client, &batch);
+            }
+        })
+        .unwrap_or_else(|e| crate::common::die(format!("cannot start a thread: {e}")));
     while let Some(first) = events.recv() {
         let mut items = Vec::new();
         take(first, &mut items);
@@ -37,16 +50,38 @@ pub fn run(mut events: Events, client: Client, state: Handle) {
             continue;
         }
         let Some(acks) = state.call(move |st| journal(st, items)) else {
-            return;
+            break;
         };
-        for h in acks {
-            if let Err(e) = client.ack(&h) {
-                // CCS delivers it again; the journal already has it, so it is only acked.
-                log::info!("ack for {} not written ({e})", h.message_id());
-            }
+        if !acks.is_empty() && ack_tx.send(acks).is_err() {
+            break;
         }
     }
+    drop(ack_tx);
+    let _ = acker.join();
 }
+
+/// Acks a batch, up to [`ACKERS`] at a time (each call waits until its ack is written).
+fn write_acks(client: &Client, batch: &[AckHandle]) {
+    let ack = |h: &AckHandle| {
+        if let Err(e) = client.ack(h) {
+            // CCS delivers it again; the journal already has it, so it is only acked.
+            log::info!("ack for {} not written ({e})", h.message_id());
+        }
+    };
+    if batch.len() <= 2 {
+        batch.iter().for_each(ack);
+        return;
+    }
+    let chunk = batch.len().div_ceil(ACKERS);
+    thread::scope(|s| {
+        for part in batch.chunks(chunk) {
+            s.spawn(move || part.iter().for_each(ack));
+        }
+    });
+}
+
+/// Threads writing one batch of acks.
+const ACKERS: usize = 8;
 
 fn take(ev: ClientEvent, items: &mut Vec<Item>) {
     let outcome =
