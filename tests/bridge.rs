@@ -466,11 +466,22 @@ fn a_group_stays_in_order_under_service_unavailable_retries() {
         app.downstream(&format!("m-{i}"), Some("g"), "device-1");
     }
     app.downstream("free", None, "device-2");
-    let got = app.until("DOWNSTREAM_ACK", 4);
-    // The ungrouped message did not wait for the group.
+    // Another group, with an id longer than the client's group key limit.
+    let long = "L".repeat(400);
+    app.downstream("long-0", Some(&long), "device-3");
+    app.downstream("long-1", Some(&long), "device-3");
+    let got = app.until("DOWNSTREAM_ACK", 6);
+    // The ungrouped message and the other group did not wait for the first group.
     let acks = ids(&got, "DOWNSTREAM_ACK");
-    assert_eq!(acks[0], "free", "{acks:?}");
-    assert_eq!(&acks[1..], ["m-0", "m-1", "m-2"]);
+    assert_eq!(&acks[3..], ["m-0", "m-1", "m-2"], "{acks:?}");
+    let mut others = acks[..3].to_vec();
+    others.sort_unstable();
+    assert_eq!(others, ["free", "long-0", "long-1"]);
+    let o = got
+        .iter()
+        .find(|o| str_of(o, "message_id") == "long-1")
+        .unwrap();
+    assert_eq!(str_of(o, "group_id"), long);
 
     // CCS saw m-1 only after m-0's last attempt, m-2 only after m-1.
     let ledger = ccs.emu.ledger();

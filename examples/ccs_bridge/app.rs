@@ -1,6 +1,8 @@
 //! One business application's TCP connection: a reader (this thread) that parses its
 //! lines, and a writer thread with a bounded queue, so a slow app never holds up others.
 
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
 use std::io::{self, BufRead, BufReader, BufWriter, ErrorKind, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -10,12 +12,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use fcm_xmpp::client::{Client, SendErrorKind};
+use fcm_xmpp::message::MAX_GROUP_BYTES;
 use fcm_xmpp::Message;
 use miniserde::json::{self, Object, Value};
 
 use crate::proto::{self, Line, MAX_LINE};
-#[allow(unused_imports)]
-use crate::standin::GroupStandin;
 use crate::state::{Done, Entry, Handle, Mail, Out, Outbox, Session, State};
 
 /// What every connection shares.
@@ -106,9 +107,25 @@ impl Down {
 /// The client-side group key: per session, so groups of two apps never merge.
 fn grouped(message: Message, session: &str, group: Option<&str>) -> Message {
     match group {
-        Some(g) => message.group(format!("{session}\u{0}{g}")),
+        Some(g) => message.group(group_key(session, g)),
         None => message,
     }
+}
+
+/// `SESSION\0GROUP`, or past the client's limit a 128-bit digest of it (two groups
+/// that shared a digest would only be ordered together, never reordered).
+fn group_key(session: &str, group: &str) -> String {
+    let key = format!("{session}\u{0}{group}");
+    if key.len() <= MAX_GROUP_BYTES {
+        return key;
+    }
+    let digest = |salt: u8| {
+        let mut h = DefaultHasher::new();
+        salt.hash(&mut h);
+        key.hash(&mut h);
+        h.finish()
+    };
+    format!("#{:016x}{:016x}", digest(1), digest(2))
 }
 
 /// Records an outcome for the app's downstream `ccs_id` (replacing its pending record)

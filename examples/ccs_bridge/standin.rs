@@ -28,14 +28,3 @@ impl Journal {
         self.0.commit()
     }
 }
-
-/// TEMPORARY: `Message::group` until ordered groups land on main (ungrouped meanwhile).
-pub trait GroupStandin {
-    fn group(self, key: String) -> Self;
-}
-
-impl GroupStandin for fcm_xmpp::Message {
-    fn group(self, _key: String) -> Self {
-        self
-    }
-}
