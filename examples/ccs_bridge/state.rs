@@ -271,6 +271,19 @@ pub fn start(state: State) -> (Handle, JoinHandle<()>) {
 
 /// Jobs taken into one commit at most.
 const MAX_BATCH: usize = 8192;
+/// A batch that grows past this many bytes is committed before the next job runs
+/// (the journal refuses batches past 1 GiB).
+const MAX_BATCH_BYTES: usize = 64 << 20;
+
+/// Commits, then runs the second halves of the jobs it covered.
+fn finish(state: &mut State, dones: &mut Vec<Done>) {
+    if let Err(e) = state.store.commit() {
+        crate::common::die(format!("journal commit failed: {e}"));
+    }
+    for d in dones.drain(..) {
+        d(state);
+    }
+}
 
 fn run(mut state: State, rx: Receiver<Job>) {
     while let Ok(first) = rx.recv() {
@@ -281,13 +294,14 @@ fn run(mut state: State, rx: Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let dones: Vec<Done> = jobs.into_iter().map(|j| j(&mut state)).collect();
-        if let Err(e) = state.store.commit() {
-            crate::common::die(format!("journal commit failed: {e}"));
+        let mut dones: Vec<Done> = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            dones.push(job(&mut state));
+            if state.store.pending() > MAX_BATCH_BYTES {
+                finish(&mut state, &mut dones);
+            }
         }
-        for d in dones {
-            d(&mut state);
-        }
+        finish(&mut state, &mut dones);
         if state.stopping {
             break;
         }

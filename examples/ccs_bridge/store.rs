@@ -59,7 +59,13 @@ impl MemJournal {
 }
 
 /// The bridge's records: durable or in memory, the same code either way.
-pub enum Store {
+pub struct Store {
+    inner: Inner,
+    /// Bytes put since the last commit (about: keys, values, record overhead).
+    pending: usize,
+}
+
+enum Inner {
     /// The crate's journal in a directory.
     Disk(Journal),
     /// In memory only (no `--journal`).
@@ -69,22 +75,23 @@ pub enum Store {
 impl Store {
     /// The journal in `dir` (replayed), or an empty store in memory for `None`.
     pub fn open(dir: Option<&Path>) -> Result<Store, String> {
-        match dir {
+        let inner = match dir {
             Some(d) => Journal::open(d)
-                .map(Store::Disk)
-                .map_err(|e| format!("--journal {}: {e}", d.display())),
-            None => Ok(Store::Mem(MemJournal::default())),
-        }
+                .map(Inner::Disk)
+                .map_err(|e| format!("--journal {}: {e}", d.display()))?,
+            None => Inner::Mem(MemJournal::default()),
+        };
+        Ok(Store { inner, pending: 0 })
     }
 
     /// Live records in first-put order, as owned pairs.
     pub fn entries(&self) -> Vec<(String, Vec<u8>)> {
-        match self {
-            Store::Disk(j) => j
+        match &self.inner {
+            Inner::Disk(j) => j
                 .entries()
                 .map(|(k, v)| (k.to_string(), v.to_vec()))
                 .collect(),
-            Store::Mem(m) => m
+            Inner::Mem(m) => m
                 .entries()
                 .map(|(k, v)| (k.to_string(), v.to_vec()))
                 .collect(),
@@ -92,31 +99,39 @@ impl Store {
     }
 
     pub fn get(&self, key: &str) -> Option<&[u8]> {
-        match self {
-            Store::Disk(j) => j.get(key),
-            Store::Mem(m) => m.get(key),
+        match &self.inner {
+            Inner::Disk(j) => j.get(key),
+            Inner::Mem(m) => m.get(key),
         }
     }
 
     pub fn put(&mut self, key: &str, value: &[u8]) {
-        match self {
-            Store::Disk(j) => j.put(key, value),
-            Store::Mem(m) => m.put(key, value),
+        self.pending += key.len() + value.len() + 16;
+        match &mut self.inner {
+            Inner::Disk(j) => j.put(key, value),
+            Inner::Mem(m) => m.put(key, value),
         }
     }
 
     pub fn remove(&mut self, key: &str) {
-        match self {
-            Store::Disk(j) => j.remove(key),
-            Store::Mem(m) => m.remove(key),
+        self.pending += key.len() + 16;
+        match &mut self.inner {
+            Inner::Disk(j) => j.remove(key),
+            Inner::Mem(m) => m.remove(key),
         }
+    }
+
+    /// About how many bytes the next commit writes.
+    pub fn pending(&self) -> usize {
+        self.pending
     }
 
     /// Makes every change so far durable (one write and one fsync for the journal).
     pub fn commit(&mut self) -> Result<usize, String> {
-        match self {
-            Store::Disk(j) => j.commit().map_err(|e| e.to_string()),
-            Store::Mem(m) => m.commit(),
+        self.pending = 0;
+        match &mut self.inner {
+            Inner::Disk(j) => j.commit().map_err(|e| e.to_string()),
+            Inner::Mem(m) => m.commit(),
         }
     }
 }
