@@ -24,8 +24,6 @@ mod common;
 mod events;
 #[path = "ccs_bridge/proto.rs"]
 mod proto;
-#[path = "ccs_bridge/standin.rs"]
-mod standin;
 #[path = "ccs_bridge/state.rs"]
 mod state;
 #[path = "ccs_bridge/store.rs"]

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use crate::standin::Journal;
+use fcm_xmpp::journal::Journal;
 
 /// Records in memory, with the journal's interface: live entries in first-put order,
 /// `put`/`remove` visible at once, `commit` a no-op.
