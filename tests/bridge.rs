@@ -444,6 +444,29 @@ fn upstream_and_outcomes_for_an_absent_app_are_held_until_it_logs_on() {
     assert_eq!(ccs.emu.ledger().total_received(), 2);
     drop(app);
 
+    // A second bridge on the same journal is refused.
+    let endpoint = ccs.emu.endpoint().to_string();
+    let out = Command::new(example("ccs_bridge"))
+        .args([
+            "--endpoint",
+            &endpoint,
+            "--sender-id",
+            SENDER,
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--journal")
+        .arg(journal.path())
+        .env("FCM_SERVER_KEY", KEY)
+        .output()
+        .expect("run a second bridge");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with("error: --journal") && err.contains("locked"),
+        "{err}"
+    );
+
     // Nothing left: a restart on the same journal resends nothing and holds nothing.
     bridge.terminate();
     let again = ccs.bridge(Some(journal.path()), &[]);
