@@ -100,8 +100,11 @@ fn main() {
         ("journaled", Some(tmp.join("journal"))),
         ("in_memory", None),
     ] {
-        let rate = measure(&bridge, &endpoint, &ca, journal.as_deref(), count, apps);
+        let (rate, per_commit) = measure(&bridge, &endpoint, &ca, journal.as_deref(), count, apps);
         println!("{name}: {rate:.0} msg/s");
+        if let Some(r) = per_commit {
+            println!("{name}_records_per_commit: {r:.1} count");
+        }
         rates.push(rate);
     }
     println!("journaled_over_in_memory: {:.2} ratio", rates[0] / rates[1]);
@@ -110,6 +113,23 @@ fn main() {
 
 /// A bridge child process; killed on drop.
 struct Running(Child);
+
+impl Running {
+    /// SIGTERM, then up to 10 s for a clean exit.
+    fn stop(&mut self) {
+        let pid = self.0.id().to_string();
+        let _ = Command::new("kill")
+            .args(["-s", "TERM", "--", &pid])
+            .status();
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -125,7 +145,7 @@ fn measure(
     journal: Option<&Path>,
     count: usize,
     apps: usize,
-) -> f64 {
+) -> (f64, Option<f64>) {
     let mut cmd = Command::new(bridge);
     cmd.args([
         "--endpoint",
@@ -140,7 +160,7 @@ fn measure(
     .env("FCM_SERVER_KEY", KEY)
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
-    .stderr(Stdio::inherit());
+    .stderr(Stdio::piped());
     if let Some(j) = journal {
         cmd.arg("--journal").arg(j);
     }
@@ -148,7 +168,23 @@ fn measure(
         .spawn()
         .unwrap_or_else(|e| die(format!("cannot start {}: {e}", bridge.display())));
     let stdout = child.stdout.take().unwrap_or_else(|| die("no stdout"));
-    let child = Running(child);
+    let stderr = child.stderr.take().unwrap_or_else(|| die("no stderr"));
+    // Its stderr passes through; the journal's summary line gives records per commit.
+    let summary = thread::spawn(move || {
+        let mut per_commit = None;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            if let Some(rest) = line.strip_prefix("journal: ") {
+                per_commit = rest
+                    .split('(')
+                    .nth(1)
+                    .and_then(|r| r.split(' ').next())
+                    .and_then(|r| r.parse::<f64>().ok());
+            }
+        }
+        per_commit
+    });
+    let mut child = Running(child);
     let mut first = String::new();
     BufReader::new(stdout)
         .read_line(&mut first)
@@ -223,6 +259,8 @@ fn measure(
     for t in threads {
         let _ = t.join();
     }
+    child.stop();
     drop(child);
-    count as f64 / elapsed.as_secs_f64()
+    let per_commit = summary.join().ok().flatten();
+    (count as f64 / elapsed.as_secs_f64(), per_commit)
 }

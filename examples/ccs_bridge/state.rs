@@ -134,6 +134,9 @@ pub struct State {
     /// names only the message id.
     upstream: HashMap<(String, String), VecDeque<String>>,
     stopping: bool,
+    /// Commits that wrote something, and the records they held.
+    commits: u64,
+    records: u64,
 }
 
 impl State {
@@ -144,6 +147,8 @@ impl State {
             sessions: HashMap::new(),
             upstream: HashMap::new(),
             stopping: false,
+            commits: 0,
+            records: 0,
         };
         for (k, _) in st.store.entries() {
             st.index_upstream(&k);
@@ -277,8 +282,13 @@ const MAX_BATCH_BYTES: usize = 64 << 20;
 
 /// Commits, then runs the second halves of the jobs it covered.
 fn finish(state: &mut State, dones: &mut Vec<Done>) {
-    if let Err(e) = state.store.commit() {
-        crate::common::die(format!("journal commit failed: {e}"));
+    match state.store.commit() {
+        Ok(0) => {}
+        Ok(n) => {
+            state.commits += 1;
+            state.records += n as u64;
+        }
+        Err(e) => crate::common::die(format!("journal commit failed: {e}")),
     }
     for d in dones.drain(..) {
         d(state);
@@ -309,6 +319,13 @@ fn run(mut state: State, rx: Receiver<Job>) {
     for (_, s) in state.sessions.drain() {
         let _ = s.stream.shutdown(Shutdown::Both);
     }
+    eprintln!(
+        "journal: {} commits, {} records ({:.1} per commit), {} records left",
+        state.commits,
+        state.records,
+        state.records as f64 / state.commits.max(1) as f64,
+        state.store.len()
+    );
 }
 
 impl Handle {

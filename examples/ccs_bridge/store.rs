@@ -25,6 +25,10 @@ impl MemJournal {
         self.order.values().map(|(k, v)| (k.as_str(), v.as_slice()))
     }
 
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
     pub fn get(&self, key: &str) -> Option<&[u8]> {
         let seq = self.index.get(key)?;
         self.order.get(seq).map(|(_, v)| v.as_slice())
@@ -118,6 +122,14 @@ impl Store {
         match &mut self.inner {
             Inner::Disk(j) => j.remove(key),
             Inner::Mem(m) => m.remove(key),
+        }
+    }
+
+    /// Live records.
+    pub fn len(&self) -> usize {
+        match &self.inner {
+            Inner::Disk(j) => j.len(),
+            Inner::Mem(m) => m.len(),
         }
     }
 
