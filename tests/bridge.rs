@@ -997,3 +997,50 @@ fn help_lists_every_flag_with_its_default_and_bad_flags_exit_1() {
         );
     }
 }
+
+#[test]
+fn a_refused_server_key_ends_the_bridge_with_one_error_line() {
+    let _w = common::watchdog("wrong_key", Duration::from_secs(60));
+    let ccs = Ccs::start();
+    let endpoint = ccs.emu.endpoint().to_string();
+    let wrong = "not-the-key-4f1d";
+    let mut child = Command::new(example("ccs_bridge"))
+        .args([
+            "--endpoint",
+            &endpoint,
+            "--sender-id",
+            SENDER,
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--ca-file")
+        .arg(ccs.dir.path().join("ca.pem"))
+        .env("FCM_SERVER_KEY", wrong)
+        .env_remove("FCM_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ccs_bridge");
+    let end = Instant::now() + LIMIT;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            panic!("the bridge kept running with a refused key");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: ") && err.contains("auth"), "{err}");
+    assert!(!err.contains(wrong), "{err}");
+}
