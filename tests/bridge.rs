@@ -1044,3 +1044,32 @@ fn a_refused_server_key_ends_the_bridge_with_one_error_line() {
     assert!(err.starts_with("error: ") && err.contains("auth"), "{err}");
     assert!(!err.contains(wrong), "{err}");
 }
+
+#[test]
+fn a_message_that_keeps_killing_connections_gets_a_reject() {
+    let _w = common::watchdog("connections_lost", Duration::from_secs(90));
+    let ccs = Ccs::start();
+    let bridge = ccs.bridge(None, &[]);
+    let mut app = App::logged_on(bridge.addr, "com.example.a");
+    // Every connection drops right after its first message, leaving it unanswered.
+    ccs.emu.drop_every(Some(1));
+    app.downstream("poison", None, "device-1");
+    let mut got = app.next();
+    while kind(&got) != "DOWNSTREAM_REJECT" {
+        assert_ne!(kind(&got), "DOWNSTREAM_ACK");
+        got = app.next();
+    }
+    assert_eq!(str_of(&got, "message_id"), "poison");
+    assert!(
+        str_of(&got, "error_string").contains("lost connections"),
+        "{}",
+        json::to_string(&got)
+    );
+    // The bridge carries on once CCS behaves again.
+    ccs.emu.drop_every(None);
+    app.downstream("after", None, "device-1");
+    assert_eq!(
+        ids(&app.until("DOWNSTREAM_ACK", 1), "DOWNSTREAM_ACK"),
+        ["after"]
+    );
+}
