@@ -1073,3 +1073,30 @@ fn a_message_that_keeps_killing_connections_gets_a_reject() {
         ["after"]
     );
 }
+
+#[test]
+fn a_graceful_stop_keeps_unfinished_messages_for_the_next_run() {
+    let _w = common::watchdog("graceful_stop", Duration::from_secs(60));
+    let ccs = Ccs::start();
+    let journal = TempDir::new("stop");
+    let bridge = ccs.bridge(Some(journal.path()), &["--shutdown-timeout", "0.3"]);
+    let mut app = App::logged_on(bridge.addr, "com.example.a");
+    ccs.emu.set_ack_delay(Duration::from_secs(30));
+    for i in 0..5 {
+        app.downstream(&format!("m-{i}"), Some("g"), "device-1");
+    }
+    assert!(ccs.emu.wait_until(LIMIT, |l| l.total_received() >= 1));
+    bridge.terminate();
+    assert!(app.recv().is_none(), "an outcome before the stop");
+    ccs.emu.set_ack_delay(Duration::ZERO);
+
+    // The next run sends all five again, the group still in order.
+    let bridge = ccs.bridge(Some(journal.path()), &[]);
+    assert_eq!(bridge.count("resent"), 5);
+    let app = App::logged_on(bridge.addr, "com.example.a");
+    let got = app.until("DOWNSTREAM_ACK", 5);
+    assert_eq!(
+        ids(&got, "DOWNSTREAM_ACK"),
+        ["m-0", "m-1", "m-2", "m-3", "m-4"]
+    );
+}
