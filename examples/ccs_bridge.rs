@@ -236,7 +236,7 @@ fn accept(
         live.fetch_sub(1, Ordering::AcqRel);
         log::warn!("app {peer}: too many connections ({max}); refused");
         let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
-        let _ = writeln!(s, "{}", proto::error_line("too many connections"));
+        let _ = writeln!(s, "{}", proto::error_line(None, "too many connections"));
         return;
     }
     let (ctx, live) = (Arc::clone(ctx), Arc::clone(live));

@@ -551,11 +551,22 @@ fn bad_lines_get_errors_and_the_connection_stays_up() {
             "package name",
         ),
     ];
-    let check = |app: &mut App, cases: &[(&str, &str, &str)]| {
+    // Every line carries `session_id` once the connection is logged on (ERROR too).
+    let check = |app: &mut App, cases: &[(&str, &str, &str)], session: Option<&str>| {
         for (line, want_kind, want_text) in cases {
             app.send(line);
             let r = app.next();
             assert_eq!(kind(&r), *want_kind, "{line}: {}", json::to_string(&r));
+            if let Some(s) = session {
+                assert_eq!(
+                    str_of(&r, "session_id"),
+                    s,
+                    "{line}: {}",
+                    json::to_string(&r)
+                );
+            } else if *want_kind == "ERROR" {
+                assert!(r.get("session_id").is_none(), "{}", json::to_string(&r));
+            }
             assert!(
                 str_of(&r, "error_string").contains(want_text),
                 "{line}: {}",
@@ -563,7 +574,7 @@ fn bad_lines_get_errors_and_the_connection_stays_up() {
             );
         }
     };
-    check(&mut app, cases);
+    check(&mut app, cases, None);
     assert_eq!(str_of(&app.logon(), "status"), "SUCCESS");
     let long = format!("{{\"x\":\"{}\"}}", "a".repeat(70 * 1024));
     let cases: &[(&str, &str, &str)] = &[
@@ -609,7 +620,7 @@ fn bad_lines_get_errors_and_the_connection_stays_up() {
             "already logged on",
         ),
     ];
-    check(&mut app, cases);
+    check(&mut app, cases, Some("com.example.a"));
     // Still up: a good message goes through. Nothing invalid reached CCS.
     app.downstream("ok", None, "device-1");
     let r = app.until("DOWNSTREAM_ACK", 1);

@@ -335,10 +335,15 @@ impl App<'_> {
                 return;
             }
             if self.session.is_none() && Instant::now() >= deadline {
-                self.say(proto::error_line("no LOGON in time: closing"));
+                self.error("no LOGON in time: closing");
                 return;
             }
         }
+    }
+
+    /// Queues an `ERROR` line naming the problem (with the session, once logged on).
+    fn error(&self, text: &str) -> bool {
+        self.say(proto::error_line(self.session.as_deref(), text))
     }
 
     /// Queues a line for this app; false (and the connection cut) if its queue is full.
@@ -357,21 +362,21 @@ impl App<'_> {
             let o = match line {
                 Ok(o) => o,
                 Err(e) => {
-                    self.say(proto::error_line(&e));
+                    self.error(&e);
                     continue;
                 }
             };
             let kind = match proto::req_str(&o, "message_type") {
                 Ok(k) => k.to_string(),
                 Err(e) => {
-                    self.say(proto::error_line(&e));
+                    self.error(&e);
                     continue;
                 }
             };
             let session = match proto::req_str(&o, "session_id") {
                 Ok(s) => s.to_string(),
                 Err(e) => {
-                    self.say(proto::error_line(&e));
+                    self.error(&e);
                     continue;
                 }
             };
@@ -381,15 +386,15 @@ impl App<'_> {
                     self.logon(session);
                 }
                 ("LOGON", Some(s)) => {
-                    self.say(proto::error_line(&format!("already logged on as {s}")));
+                    self.error(&format!("already logged on as {s}"));
                 }
                 ("DOWNSTREAM" | "ACK", None) => {
-                    self.say(proto::error_line(&format!("{kind} before LOGON")));
+                    self.error(&format!("{kind} before LOGON"));
                 }
                 ("DOWNSTREAM" | "ACK", Some(s)) if *s != session => {
-                    self.say(proto::error_line(&format!(
+                    self.error(&format!(
                         "session_id {session} is not this connection's session {s}"
-                    )));
+                    ));
                 }
                 ("DOWNSTREAM", Some(s)) => match Down::parse(s, &o) {
                     Ok(d) => ops.push(Op::Down(Box::new(d))),
@@ -398,17 +403,17 @@ impl App<'_> {
                         self.say(proto::outcome_line(s, &mid, group, Some(&why), None));
                     }
                     Err((None, why)) => {
-                        self.say(proto::error_line(&format!("DOWNSTREAM: {why}")));
+                        self.error(&format!("DOWNSTREAM: {why}"));
                     }
                 },
                 ("ACK", Some(_)) => match proto::req_str(&o, "message_id") {
                     Ok(mid) => ops.push(Op::Ack(mid.to_string())),
                     Err(e) => {
-                        self.say(proto::error_line(&format!("ACK: {e}")));
+                        self.error(&format!("ACK: {e}"));
                     }
                 },
                 (other, _) => {
-                    self.say(proto::error_line(&format!("unknown message_type {other}")));
+                    self.error(&format!("unknown message_type {other}"));
                 }
             }
         }

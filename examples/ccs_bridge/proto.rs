@@ -151,9 +151,13 @@ pub fn number(n: u64) -> Value {
     Value::Number(Number::U64(n))
 }
 
-/// `{"message_type":"ERROR","error_string":...}`.
-pub fn error_line(text: &str) -> String {
-    Line::new("ERROR").str("error_string", text).finish()
+/// `{"message_type":"ERROR","session_id":...,"error_string":...}` (`session_id` once the
+/// connection is logged on).
+pub fn error_line(session: Option<&str>, text: &str) -> String {
+    Line::new("ERROR")
+        .opt("session_id", session)
+        .str("error_string", text)
+        .finish()
 }
 
 /// A `DOWNSTREAM_ACK`/`_REJECT` line for the app.
