@@ -399,6 +399,97 @@ fn lenient<T>(r: Result<Option<T>, FieldError>, what: &str) -> Option<T> {
     })
 }
 
+/// An ack or nack read without a value tree, borrowing its strings from the
+/// JSON text: the fast path of [`Event::from_json`] for the payloads CCS
+/// sends most. Only flat objects of plain strings
+/// ([`json::scan_flat`]) with `message_type` `ack` or `nack` and a
+/// `message_id` qualify; [`Settlement::into_event`] then gives exactly the
+/// event the general path would.
+#[derive(Debug)]
+pub(crate) enum Settlement<'a> {
+    Ack {
+        message_id: &'a str,
+        from: Option<&'a str>,
+        registration_id: Option<&'a str>,
+    },
+    Nack {
+        message_id: &'a str,
+        from: Option<&'a str>,
+        error: Option<&'a str>,
+        description: Option<&'a str>,
+    },
+}
+
+impl<'a> Settlement<'a> {
+    /// The fast path's reading of `text` (trimmed), or `None` for the general path.
+    pub(crate) fn scan(text: &'a str) -> Option<Self> {
+        let f = json::scan_flat(text)?;
+        let message_id = f.get("message_id")?;
+        match f.get("message_type")? {
+            "ack" => Some(Settlement::Ack {
+                message_id,
+                from: f.get("from"),
+                registration_id: f.get("registration_id"),
+            }),
+            "nack" => Some(Settlement::Nack {
+                message_id,
+                from: f.get("from"),
+                error: f.get("error"),
+                description: f.get("error_description"),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The acked or nacked message id.
+    pub(crate) fn message_id(&self) -> &'a str {
+        match self {
+            Settlement::Ack { message_id, .. } | Settlement::Nack { message_id, .. } => message_id,
+        }
+    }
+
+    /// True if this settles a downstream message (a `BAD_ACK` nack does not:
+    /// it becomes [`Event::AckRefused`]).
+    pub(crate) fn settles(&self) -> bool {
+        !matches!(self, Settlement::Nack { error: Some("BAD_ACK"), .. })
+    }
+
+    /// The event, with `message_id` (equal to [`Self::message_id`]) already owned.
+    pub(crate) fn into_event(self, message_id: String) -> Event {
+        match self {
+            Settlement::Ack {
+                from,
+                registration_id,
+                ..
+            } => Event::Ack(Ack {
+                message_id,
+                from: owned(from),
+                registration_id: owned(registration_id),
+            }),
+            Settlement::Nack {
+                from,
+                error,
+                description,
+                ..
+            } => {
+                let nack = Nack {
+                    message_id,
+                    from: owned(from),
+                    code: error.map_or(NackCode::Other(String::new()), NackCode::from_code),
+                    description: owned(description),
+                };
+                if nack.code == NackCode::BadAck {
+                    return Event::AckRefused(AckRefused {
+                        message_id: Some(nack.message_id.clone()),
+                        reason: AckRefusal::Nack(nack),
+                    });
+                }
+                Event::Nack(nack)
+            }
+        }
+    }
+}
+
 fn owned(s: Option<&str>) -> Option<String> {
     s.map(str::to_owned)
 }
@@ -425,6 +516,16 @@ impl Event {
     /// not a JSON object.
     pub fn from_json(text: &str) -> Result<Event, ProtocolError> {
         let text = text.trim();
+        if let Some(s) = Settlement::scan(text) {
+            let id = s.message_id().to_owned();
+            return Ok(s.into_event(id));
+        }
+        Event::from_json_tree(text)
+    }
+
+    /// [`Event::from_json`] through a `miniserde` value tree, whatever the
+    /// shape: the general path (`text` already trimmed).
+    pub(crate) fn from_json_tree(text: &str) -> Result<Event, ProtocolError> {
         let obj = json::parse_object(text).map_err(|e| ProtocolError::BadPayload {
             detail: format!("gcm payload is {e}"),
         })?;
@@ -723,3 +824,6 @@ fn parse_stanza_error(el: &Element) -> (StanzaError, bool) {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod settlement_tests;

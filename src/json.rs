@@ -97,6 +97,96 @@ pub(crate) fn write_key(key: &str, first: &mut bool, out: &mut String) {
     out.push(':');
 }
 
+/// Most fields [`scan_flat`] reads; objects with more take the general path.
+const MAX_FLAT: usize = 8;
+
+/// A JSON object whose values are all strings without escapes, borrowed
+/// from its text: the shape of every ack and nack CCS sends.
+#[derive(Debug)]
+pub(crate) struct Flat<'a> {
+    fields: [(&'a str, &'a str); MAX_FLAT],
+    len: usize,
+}
+
+impl<'a> Flat<'a> {
+    /// The value of `key`, if present.
+    pub(crate) fn get(&self, key: &str) -> Option<&'a str> {
+        self.fields[..self.len]
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|&(_, v)| v)
+    }
+}
+
+/// Reads `text` as a flat object of plain strings without building a value
+/// tree: `{"k":"v",...}` with JSON white space, at most 8 fields, distinct
+/// keys, and no backslash or control character in any key or value. `None`
+/// for anything else, valid JSON or not: the caller then parses it with
+/// [`parse_object`], which accepts everything this accepts, with the same
+/// keys and values.
+pub(crate) fn scan_flat(text: &str) -> Option<Flat<'_>> {
+    let b = text.as_bytes();
+    let mut flat = Flat {
+        fields: [("", ""); MAX_FLAT],
+        len: 0,
+    };
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = skip_ws(b, i + 1);
+    if b.get(i) == Some(&b'}') {
+        return (skip_ws(b, i + 1) == b.len()).then_some(flat);
+    }
+    loop {
+        let (key, at) = plain_string(text, i)?;
+        i = skip_ws(b, at);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        let (value, at) = plain_string(text, skip_ws(b, i + 1))?;
+        if flat.len == MAX_FLAT || flat.get(key).is_some() {
+            return None;
+        }
+        flat.fields[flat.len] = (key, value);
+        flat.len += 1;
+        i = skip_ws(b, at);
+        match b.get(i) {
+            Some(b',') => i = skip_ws(b, i + 1),
+            Some(b'}') => return (skip_ws(b, i + 1) == b.len()).then_some(flat),
+            _ => return None,
+        }
+    }
+}
+
+/// JSON white space from `i` on; returns the first other position.
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// A string literal at `i` without escapes or controls: its contents and
+/// the position after its closing quote.
+fn plain_string(text: &str, i: usize) -> Option<(&str, usize)> {
+    let b = text.as_bytes();
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    let from = i + 1;
+    let n = b[from..]
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+    let to = from + n;
+    // Only `"` ends the run on the fast path; a quote is ASCII, so `to` is
+    // a char boundary.
+    if b[to] != b'"' {
+        return None;
+    }
+    Some((text.get(from..to)?, to + 1))
+}
+
 /// Why a text could not be taken as a JSON object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ParseError {

@@ -23,7 +23,7 @@ use crate::event::Event;
 use crate::message::Message;
 use crate::stream::{self, XmppStream};
 use crate::transport::{self, SetTimeout};
-use crate::xml::Element;
+use crate::xml::{Element, RawItem};
 
 use session::Session;
 
@@ -334,10 +334,16 @@ impl<S: Read + Write + SetTimeout> Connection<S> {
                 (Some(d), Some(t)) => Some(d.min(t)),
                 (d, t) => d.or(t),
             };
-            let packet = self.io.read_packet(wake);
+            let item = self.io.read_item(wake);
             self.session.read_at(self.io.last_read);
-            if let Some(p) = packet? {
-                let event = self.session.on_packet(p);
+            if let Some(item) = item? {
+                let event = match item {
+                    RawItem::Packet(p) => self.session.on_packet(p),
+                    RawItem::GcmPayload(r) => match self.io.payload(r) {
+                        Ok(json) => self.session.on_gcm(json),
+                        Err(e) => Err(e),
+                    },
+                };
                 // A pong or other answer queued by the packet goes out now.
                 if self.session.has_output() && !self.is_closed() {
                     self.flush()?;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Config, Keepalive};
 use crate::error::{Error, InvalidMessage, Phase, ProtocolError, Result};
-use crate::event::{ControlKind, Event, NackCode};
+use crate::event::{ControlKind, Event, NackCode, Settlement};
 use crate::message::Message;
 use crate::ns;
 use crate::stream::stream_error;
@@ -278,6 +278,30 @@ impl Session {
             }
         };
         self.on_stanza(&el)
+    }
+
+    /// Handles the `<gcm>` payload of a message stanza of the common shape
+    /// (the reader's fast path), exactly as [`on_packet`](Self::on_packet)
+    /// handles the whole stanza. An ack or nack of a pending message takes
+    /// the pending id's `String` as its `message_id`: no allocation for it.
+    pub(crate) fn on_gcm(&mut self, json: &str) -> Result<Option<Event>> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        let json = json.trim();
+        if let Some(s) = Settlement::scan(json).filter(Settlement::settles) {
+            if let Some(id) = self.pending.take(s.message_id()) {
+                let event = s.into_event(id);
+                if event.is_connection_draining() && !self.draining {
+                    log::info!("connection draining (nack)");
+                    self.draining = true;
+                }
+                return Ok(Some(event));
+            }
+        }
+        let event = Event::from_json(json)?;
+        self.account(&event);
+        Ok(Some(event))
     }
 
     /// As [`on_packet`](Self::on_packet), for a stanza that arrived during

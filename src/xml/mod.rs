@@ -6,6 +6,7 @@ mod reader;
 mod writer;
 
 pub use element::{Element, Node};
-pub use reader::{Packet, ReaderLimits, StanzaReader};
+pub(crate) use reader::RawItem;
+pub use reader::{Item, Packet, ReaderLimits, StanzaReader};
 pub(crate) use writer::first_forbidden_char;
 pub use writer::{escape_attr, escape_text, write_element};

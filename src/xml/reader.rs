@@ -40,6 +40,7 @@
 //! the ignored throughput comparison in `reader/perf.rs`.
 
 mod build;
+mod fast;
 #[cfg(test)]
 mod perf;
 mod search;
@@ -53,6 +54,7 @@ use search::find_byte;
 use std::fmt;
 use std::io::{self, Read};
 use std::mem;
+use std::ops::Range;
 use xmlparser::{Token, Tokenizer};
 
 const READ_BLOCK: usize = StanzaReader::READ_BLOCK;
@@ -87,6 +89,32 @@ pub enum Packet {
     Stanza(Element),
     /// `</stream:stream>`: the peer closed its stream.
     StreamEnd,
+}
+
+/// One unit read from an XMPP stream by [`StanzaReader::next_item`]: a
+/// packet, or the JSON payload of a CCS message stanza of the common shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item<'a> {
+    /// Anything but the common shape, as [`StanzaReader::next_packet`] gives it.
+    Packet(Packet),
+    /// The stanza `<message ...><gcm xmlns="google:mobile:data">JSON</gcm></message>`
+    /// in `jabber:client`, not `type="error"`: the text of its `<gcm>`, exactly
+    /// what [`Element::text`] of that child would be, borrowed from the
+    /// reader's buffer.
+    GcmPayload(&'a str),
+}
+
+/// What the scanner found: a packet, or where a `<gcm>` payload is.
+enum Raw {
+    Packet(Packet),
+    Payload(Range<usize>),
+}
+
+/// [`Item`] with the payload as a range of the reader's buffer.
+#[derive(Debug)]
+pub(crate) enum RawItem {
+    Packet(Packet),
+    GcmPayload(Range<usize>),
 }
 
 /// Where the scanner is. Everything but `Idle` means an item (header,
@@ -156,6 +184,8 @@ pub struct StanzaReader {
     /// Nothing but whitespace seen since the start (or `reset`): an XML
     /// declaration may still come.
     decl_ok: bool,
+    /// The current call wants `<gcm>` payloads of the common shape without a tree.
+    fast: bool,
     failed: Option<XmlError>,
 }
 
@@ -199,6 +229,7 @@ impl StanzaReader {
             root_qname: String::new(),
             scratch: Scratch::default(),
             decl_ok: true,
+            fast: false,
             failed: None,
         }
     }
@@ -264,9 +295,53 @@ impl StanzaReader {
     ///
     /// Errors are sticky: later calls return the same error.
     pub fn next_packet(&mut self) -> Result<Option<Packet>, XmlError> {
+        match self.next_raw(false)? {
+            Some(Raw::Packet(p)) => Ok(Some(p)),
+            // Not asked for: the scanner never takes the fast path then.
+            Some(Raw::Payload(_)) => Err(malformed("internal: unexpected fast path")),
+            None => Ok(None),
+        }
+    }
+
+    /// Like [`next_packet`](Self::next_packet), but a CCS message stanza of
+    /// the common shape (`<message ...><gcm xmlns="google:mobile:data">JSON</gcm></message>`,
+    /// see [`Item::GcmPayload`]) comes as its JSON text, borrowed, with no
+    /// element tree built and nothing allocated. Every other stanza, and every
+    /// malformed one, takes the general path with the same result and the same
+    /// errors as `next_packet`.
+    ///
+    /// # Errors
+    ///
+    /// As [`next_packet`](Self::next_packet).
+    pub fn next_item(&mut self) -> Result<Option<Item<'_>>, XmlError> {
+        Ok(match self.next_raw(true)? {
+            Some(Raw::Packet(p)) => Some(Item::Packet(p)),
+            Some(Raw::Payload(r)) => Some(Item::GcmPayload(self.payload(r)?)),
+            None => None,
+        })
+    }
+
+    /// [`next_item`](Self::next_item) without the borrow: a payload comes as
+    /// its range in the buffer, valid until the next `feed` or `read_from`
+    /// (read it with [`payload`](Self::payload)).
+    pub(crate) fn next_raw_item(&mut self) -> Result<Option<RawItem>, XmlError> {
+        Ok(match self.next_raw(true)? {
+            Some(Raw::Packet(p)) => Some(RawItem::Packet(p)),
+            Some(Raw::Payload(r)) => Some(RawItem::GcmPayload(r)),
+            None => None,
+        })
+    }
+
+    /// The text of a payload range from [`next_raw_item`](Self::next_raw_item).
+    pub(crate) fn payload(&self, r: Range<usize>) -> Result<&str, XmlError> {
+        self.buf.get(r).map_or(Err(XmlError::Truncated), utf8)
+    }
+
+    fn next_raw(&mut self, fast: bool) -> Result<Option<Raw>, XmlError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
+        self.fast = fast;
         match self.advance() {
             Ok(p) => Ok(p),
             Err(e) => {
@@ -343,7 +418,7 @@ impl StanzaReader {
     }
 
     /// Runs the scanner until a packet is complete or the bytes run out.
-    fn advance(&mut self) -> Result<Option<Packet>, XmlError> {
+    fn advance(&mut self) -> Result<Option<Raw>, XmlError> {
         loop {
             if self.state == Scan::Idle {
                 // Between items: whitespace (keepalives) is consumed at once.
@@ -601,7 +676,7 @@ impl StanzaReader {
     }
 
     /// The `>` of a start tag at `at`; `empty` for `/>`.
-    fn start_tag_end(&mut self, at: usize, empty: bool) -> Result<Option<Packet>, XmlError> {
+    fn start_tag_end(&mut self, at: usize, empty: bool) -> Result<Option<Raw>, XmlError> {
         if self.depth == 0 {
             if empty {
                 return Err(malformed("the stream header must not be self-closing"));
@@ -613,7 +688,7 @@ impl StanzaReader {
             self.depth = 1;
             self.decl_ok = false;
             self.consume_through(at);
-            return Ok(Some(Packet::StreamStart(root)));
+            return Ok(Some(Raw::Packet(Packet::StreamStart(root))));
         }
         if empty {
             if self.depth == 1 {
@@ -627,7 +702,7 @@ impl StanzaReader {
     }
 
     /// The `>` of an end tag at `at`.
-    fn end_tag_end(&mut self, at: usize) -> Result<Option<Packet>, XmlError> {
+    fn end_tag_end(&mut self, at: usize) -> Result<Option<Raw>, XmlError> {
         match self.depth {
             0 => Err(malformed("end tag before the stream header")),
             1 => {
@@ -643,7 +718,7 @@ impl StanzaReader {
                 self.root_scope.clear();
                 self.root_qname.clear();
                 self.consume_through(at);
-                Ok(Some(Packet::StreamEnd))
+                Ok(Some(Raw::Packet(Packet::StreamEnd)))
             }
             2 => {
                 self.depth = 1;
@@ -657,15 +732,28 @@ impl StanzaReader {
         }
     }
 
-    /// A top-level stanza ended at `at`: build it and consume it.
-    fn stanza_end(&mut self, at: usize) -> Result<Packet, XmlError> {
-        let text = utf8(&self.buf[self.start..=at])?;
+    /// A top-level stanza ended at `at`: build it (or, on the fast path,
+    /// find its payload) and consume it.
+    fn stanza_end(&mut self, at: usize) -> Result<Raw, XmlError> {
+        let bytes = &self.buf[self.start..=at];
+        let text = utf8(bytes)?;
+        if self.fast {
+            let client = self
+                .root_scope
+                .iter()
+                .any(|(p, uri)| p.is_empty() && uri == crate::ns::CLIENT);
+            if let Some(r) = fast::gcm_payload(bytes, client) {
+                let r = self.start + r.start..self.start + r.end;
+                self.consume_through(at);
+                return Ok(Raw::Payload(r));
+            }
+        }
         let mut b = Builder::new(&self.root_scope, mem::take(&mut self.scratch));
         let el = b.stanza(text);
         self.scratch = b.into_scratch();
         let el = el?;
         self.consume_through(at);
-        Ok(Packet::Stanza(el))
+        Ok(Raw::Packet(Packet::Stanza(el)))
     }
 
     fn consume_through(&mut self, at: usize) {

@@ -1,0 +1,163 @@
+//! The fast path for the one stanza shape CCS sends most:
+//! `<message ATTRS><gcm xmlns="google:mobile:data">JSON</gcm></message>`.
+//!
+//! [`gcm_payload`] recognises that shape in the bytes of a complete stanza
+//! (already delimited, and checked as UTF-8, by the scanner) and returns where
+//! the JSON text is, without building a tree and without allocating. It only
+//! says yes where the tree builder would build that element without error and
+//! `<gcm>`'s text would be exactly those bytes: no references, no CDATA, no
+//! comments, no carriage returns (which the builder normalises), no character
+//! XML forbids, no prefixes, no namespace declaration other than `<gcm>`'s
+//! own, no duplicate attribute, and not `type="error"` (stanza errors take the
+//! general path). Anything else, well-formed or not, is `None`: the caller
+//! then takes the general path, which gives every malformed stanza its typed
+//! error. The tests beside this file compare both paths on many stanzas.
+
+use std::ops::Range;
+
+/// At most this many attributes on `<message>` here; more go the general way.
+const MAX_FAST_ATTRS: usize = 8;
+
+/// The byte range of the JSON text inside `s` if `s` is a CCS
+/// `<message><gcm>` stanza of the simple shape (see the module docs).
+/// `default_is_client`: the stream's default namespace is `jabber:client`.
+pub(super) fn gcm_payload(s: &[u8], default_is_client: bool) -> Option<Range<usize>> {
+    if !default_is_client {
+        return None;
+    }
+    let mut c = Cursor { s, i: 0 };
+    c.lit(b"<message")?;
+    let mut names: [&[u8]; MAX_FAST_ATTRS] = [&[]; MAX_FAST_ATTRS];
+    let mut count = 0;
+    loop {
+        let spaced = c.spaces();
+        if c.peek()? == b'>' {
+            c.i += 1;
+            break;
+        }
+        if !spaced || count == MAX_FAST_ATTRS {
+            return None;
+        }
+        let (name, value) = c.attribute()?;
+        if name == b"xmlns"
+            || names[..count].contains(&name)
+            || (name == b"type" && value == b"error")
+        {
+            return None;
+        }
+        names[count] = name;
+        count += 1;
+    }
+    c.spaces();
+    c.lit(b"<gcm")?;
+    if !c.spaces() {
+        return None;
+    }
+    let (name, value) = c.attribute()?;
+    if name != b"xmlns" || value != b"google:mobile:data" {
+        return None;
+    }
+    c.spaces();
+    c.lit(b">")?;
+    let from = c.i;
+    let to = from + text_end(&s[from..])?;
+    c.i = to;
+    c.lit(b"</gcm")?;
+    c.spaces();
+    c.lit(b">")?;
+    c.spaces();
+    c.lit(b"</message")?;
+    c.spaces();
+    c.lit(b">")?;
+    (c.i == s.len()).then_some(from..to)
+}
+
+/// The length of plain character data at the start of `t`, up to its `<`:
+/// `None` if it holds a reference, a CR, a character XML forbids (or a
+/// byte that may lead one), or `]]>`.
+fn text_end(t: &[u8]) -> Option<usize> {
+    for (i, &b) in t.iter().enumerate() {
+        match b {
+            b'<' => return Some(i),
+            b'>' if i >= 2 && t[i - 2] == b']' && t[i - 1] == b']' => return None,
+            b'&' | b'\r' | 0xEF => return None,
+            b'\t' | b'\n' => {}
+            _ if b < 0x20 => return None,
+            _ => {}
+        }
+    }
+    None
+}
+
+struct Cursor<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.i).copied()
+    }
+
+    /// Skips XML white space; true if there was any.
+    fn spaces(&mut self) -> bool {
+        let from = self.i;
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.i += 1;
+        }
+        self.i > from
+    }
+
+    fn lit(&mut self, l: &[u8]) -> Option<()> {
+        if self.s[self.i..].starts_with(l) {
+            self.i += l.len();
+            Some(())
+        } else {
+            None
+        }
+    }
+
+    /// `name = "value"` with an unprefixed ASCII name not starting with
+    /// `xml` (except exactly `xmlns`, which the caller checks) and a value
+    /// that reads back as written (no references, tabs or line ends).
+    fn attribute(&mut self) -> Option<(&'a [u8], &'a [u8])> {
+        let from = self.i;
+        match self.peek()? {
+            b'a'..=b'z' | b'A'..=b'Z' | b'_' => self.i += 1,
+            _ => return None,
+        }
+        while matches!(
+            self.peek()?,
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' | b'.'
+        ) {
+            self.i += 1;
+        }
+        let name = &self.s[from..self.i];
+        if name.len() >= 3 && name[..3].eq_ignore_ascii_case(b"xml") && name != b"xmlns" {
+            return None;
+        }
+        self.spaces();
+        self.lit(b"=")?;
+        self.spaces();
+        let quote = self.peek()?;
+        if quote != b'"' && quote != b'\'' {
+            return None;
+        }
+        self.i += 1;
+        let start = self.i;
+        loop {
+            match self.peek()? {
+                b if b == quote => break,
+                b'<' | b'&' | 0xEF => return None,
+                b if b < 0x20 => return None,
+                _ => self.i += 1,
+            }
+        }
+        let value = &self.s[start..self.i];
+        self.i += 1;
+        Some((name, value))
+    }
+}
+
+#[cfg(test)]
+mod tests;
