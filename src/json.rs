@@ -14,21 +14,24 @@ use std::fmt;
 
 use miniserde::json::{Number, Object, Value};
 
+use crate::xml::search::find_json_special;
+
 /// Appends `s` as a JSON string literal (with quotes) to `out`.
 ///
 /// Escapes `"` and `\` and every control character (U+0000..U+001F): the
 /// short forms `\b \f \n \r \t`, the rest as `\u00XX`; and U+FFFE and U+FFFF, which
 /// XML 1.0 forbids in the `<gcm>` text the JSON travels in, as `\ufffe` and `\uffff`.
-/// Everything else, non-ASCII included, is copied through as UTF-8. Unescaped runs are copied
-/// with a single `push_str`.
+/// Everything else, non-ASCII included, is copied through as UTF-8. Unescaped runs are found a
+/// machine word at a time and copied with a single `push_str`.
 pub(crate) fn write_str(s: &str, out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.reserve(s.len() + 2);
     out.push('"');
     let bytes = s.as_bytes();
     let mut start = 0;
-    let mut i = 0;
-    while i < bytes.len() {
+    let mut from = 0;
+    while let Some(n) = find_json_special(&bytes[from..]) {
+        let i = from + n;
         let b = bytes[i];
         let (short, len) = match b {
             b'"' => ("\\\"", 1),
@@ -47,8 +50,9 @@ pub(crate) fn write_str(s: &str, out: &mut String) {
             0xEF if bytes.get(i + 1) == Some(&0xBF) && bytes.get(i + 2) == Some(&0xBF) => {
                 ("\\uffff", 3)
             }
+            // Another character led by 0xEF: copied through.
             _ => {
-                i += 1;
+                from = i + 1;
                 continue;
             }
         };
@@ -61,8 +65,8 @@ pub(crate) fn write_str(s: &str, out: &mut String) {
         } else {
             out.push_str(short);
         }
-        i += len;
-        start = i;
+        start = i + len;
+        from = start;
     }
     out.push_str(&s[start..]);
     out.push('"');

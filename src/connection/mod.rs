@@ -198,7 +198,15 @@ impl<S: Read + Write + SetTimeout> Connection<S> {
     /// and [`Error::Closed`], each with nothing buffered.
     pub fn send_buffered(&mut self, message: &Message) -> Result<()> {
         self.check_open()?;
-        self.session.send(message)
+        self.session.send(message, false)
+    }
+
+    /// [`send_buffered`](Self::send_buffered) for a message that has passed
+    /// [`Message::validate`] already (the worker's: the application's
+    /// `send` validated it), so it is validated once, not twice.
+    pub(crate) fn send_validated(&mut self, message: &Message) -> Result<()> {
+        self.check_open()?;
+        self.session.send(message, true)
     }
 
     /// Writes everything buffered.

@@ -124,13 +124,19 @@ impl Session {
         Ok(())
     }
 
-    /// Queues one downstream message.
-    pub(crate) fn send(&mut self, message: &Message) -> Result<()> {
+    /// Queues one downstream message; `validated`: the caller has already
+    /// run [`Message::validate`] on it (the worker's messages were validated
+    /// when the application handed them over), so it is not run twice.
+    pub(crate) fn send(&mut self, message: &Message, validated: bool) -> Result<()> {
         self.writable()?;
         if self.draining {
             return Err(Error::Draining);
         }
-        message.validate()?;
+        if validated {
+            debug_assert!(message.validate().is_ok(), "not validated");
+        } else {
+            message.validate()?;
+        }
         if self.pending.len() >= self.max_pending {
             return Err(Error::WindowFull);
         }

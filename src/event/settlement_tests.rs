@@ -2,29 +2,9 @@
 //! tree: on every input where the fast path answers, the general path must
 //! give the same event; and it must answer for what CCS sends.
 
+use crate::test_rng::Rng;
 use super::{Event, Settlement};
 
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
-        xs[self.below(xs.len())]
-    }
-    /// Nine times in ten one of the first `good` of `xs`, else any.
-    fn mostly<'a>(&mut self, good: usize, xs: &[&'a str]) -> &'a str {
-        if self.below(10) == 0 {
-            self.pick(xs)
-        } else {
-            xs[self.below(good)]
-        }
-    }
-}
 
 /// A random JSON-ish object, mostly an ack or nack, often a little off.
 fn payload(r: &mut Rng) -> String {

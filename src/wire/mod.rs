@@ -10,6 +10,7 @@
 use crate::event::write_ack_json;
 use crate::message::{Message, ACK_STANZA_ID_PREFIX};
 use crate::ns;
+use crate::xml::search::find_markup;
 use crate::xml::{escape_attr, escape_text};
 
 /// The stanza `id` of our resource-bind request.
@@ -97,12 +98,24 @@ fn gcm_payload(out: &mut String, json: &str) {
 /// space (cleared, then reused). The message must have passed
 /// [`Message::validate`].
 pub(crate) fn message(out: &mut String, message: &Message, json: &mut String) {
-    json.clear();
-    message.write_json(json);
     out.push_str("<message");
     attr(out, "id", message.id());
+    out.push_str("><gcm");
+    attr(out, "xmlns", ns::GCM);
     out.push('>');
-    gcm_payload(out, json);
+    // The JSON writer escapes every control character and U+FFFE/U+FFFF, so
+    // of what XML text escapes only `&`, `<` and `>` can occur in its output:
+    // it goes straight into `out`, and only a payload holding one of those
+    // is escaped again, through `json`.
+    let from = out.len();
+    message.write_json(out);
+    if find_markup(&out.as_bytes()[from..]).is_some() {
+        json.clear();
+        json.push_str(&out[from..]);
+        out.truncate(from);
+        escape_text(json, out);
+    }
+    out.push_str("</gcm></message>");
 }
 
 /// The ack of an upstream message or receipt: `<message id="fx-ack-SEQ"><gcm

@@ -3,6 +3,7 @@
 
 mod element;
 mod reader;
+pub(crate) mod search;
 mod writer;
 
 pub use element::{Element, Node};

@@ -43,14 +43,14 @@ mod build;
 mod fast;
 #[cfg(test)]
 mod perf;
-mod search;
+
 #[cfg(test)]
 mod tests;
 
 use super::Element;
 use crate::error::XmlError;
 use build::{parse_header, Builder, Scratch};
-use search::find_byte;
+use crate::xml::search::find_byte;
 use std::fmt;
 use std::io::{self, Read};
 use std::mem;

@@ -13,6 +13,7 @@
 //! escapes controls and U+FFFE/U+FFFF itself, so payloads and acks never contain
 //! them.
 
+use super::search::{find_xml_attr_special, find_xml_text_special};
 use super::{Element, Node};
 
 /// Appends `text` escaped for XML character data.
@@ -87,20 +88,16 @@ pub(crate) fn first_forbidden_char(s: &str) -> Option<char> {
     s.chars().find(|&c| !is_xml_char(c))
 }
 
-/// True for bytes that may need escaping; `0xEF` leads U+FFFE/U+FFFF.
-fn is_special(b: u8, attr: bool) -> bool {
-    match b {
-        b'&' | b'<' | b'>' | b'\r' | 0xEF => true,
-        b'"' | b'\'' | b'\t' | b'\n' => attr,
-        _ => b < 0x20,
-    }
-}
-
 fn escape(s: &str, attr: bool, out: &mut String) {
     let bytes = s.as_bytes();
+    let find = if attr {
+        find_xml_attr_special
+    } else {
+        find_xml_text_special
+    };
     let mut last = 0;
     let mut from = 0;
-    while let Some(n) = bytes[from..].iter().position(|&b| is_special(b, attr)) {
+    while let Some(n) = find(&bytes[from..]) {
         let at = from + n;
         let b = bytes[at];
         // `at` is a char boundary: every special byte is ASCII or a lead byte.
@@ -110,13 +107,17 @@ fn escape(s: &str, attr: bool, out: &mut String) {
             b'>' => ("&gt;", 1),
             b'"' => ("&quot;", 1),
             b'\'' => ("&apos;", 1),
-            b'\t' => ("&#x9;", 1),
-            b'\n' => ("&#xA;", 1),
+            b'\t' if attr => ("&#x9;", 1),
+            b'\n' if attr => ("&#xA;", 1),
             b'\r' => ("&#xD;", 1),
+            // Tab and LF in text, and other characters led by 0xEF: kept.
+            b'\t' | b'\n' => {
+                from = at + 1;
+                continue;
+            }
             0xEF => match (bytes.get(at + 1), bytes.get(at + 2)) {
                 (Some(0xBF), Some(0xBE | 0xBF)) => (REPLACEMENT, 3),
                 _ => {
-                    // Some other character: nothing to escape.
                     from = at + 1;
                     continue;
                 }

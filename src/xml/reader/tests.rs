@@ -3,7 +3,7 @@
 //! scanner raises, and a fuzz-style round. The fixtures and helpers are shared
 //! with the tree builder's tests (`build/tests.rs`).
 
-use super::search::{find_byte, find_text_special};
+use crate::xml::search::{find_byte, find_text_special};
 use super::*;
 use crate::xml::Node;
 

@@ -2,37 +2,13 @@
 //! the general path must build the stanza without error and give `<gcm>`
 //! exactly that text; and it must say yes for the shapes CCS sends.
 
+use crate::test_rng::Rng;
 use super::gcm_payload;
 use crate::ns;
 use crate::xml::reader::{Item, Packet, ReaderLimits, StanzaReader};
 
 const HEADER: &str = "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
 
-/// Tiny deterministic generator (xorshift), so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
-        xs[self.below(xs.len())]
-    }
-    /// Nine times in ten one of the first `good` of `xs`, else any.
-    fn mostly<'a>(&mut self, good: usize, xs: &[&'a str]) -> &'a str {
-        if self.below(10) == 0 {
-            self.pick(xs)
-        } else {
-            xs[self.below(good)]
-        }
-    }
-}
 
 /// A random stanza, mostly of the common shape, often a little off it.
 fn stanza(r: &mut Rng) -> String {
