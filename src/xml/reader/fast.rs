@@ -15,6 +15,8 @@
 
 use std::ops::Range;
 
+use crate::xml::search::find_xml_text_special;
+
 /// At most this many attributes on `<message>` here; more go the general way.
 const MAX_FAST_ATTRS: usize = 8;
 
@@ -49,12 +51,34 @@ pub(super) fn gcm_payload(s: &[u8], default_is_client: bool) -> Option<Range<usi
         count += 1;
     }
     c.spaces();
-    c.lit(b"<gcm")?;
+    // `<gcm xmlns="google:mobile:data">` or, as CCS writes its acks,
+    // `<P:gcm xmlns:P="google:mobile:data">`.
+    c.lit(b"<")?;
+    let first = c.name()?;
+    let prefix: &[u8] = if c.peek()? == b':' {
+        c.i += 1;
+        if reserved(first) || c.name()? != b"gcm" {
+            return None;
+        }
+        first
+    } else if first == b"gcm" {
+        b""
+    } else {
+        return None;
+    };
     if !c.spaces() {
         return None;
     }
-    let (name, value) = c.attribute()?;
-    if name != b"xmlns" || value != b"google:mobile:data" {
+    c.lit(b"xmlns")?;
+    if !prefix.is_empty() {
+        c.lit(b":")?;
+        if c.name()? != prefix {
+            return None;
+        }
+    } else if c.peek()? != b'=' && !c.spaces() {
+        return None;
+    }
+    if c.value()? != b"google:mobile:data" {
         return None;
     }
     c.spaces();
@@ -62,7 +86,12 @@ pub(super) fn gcm_payload(s: &[u8], default_is_client: bool) -> Option<Range<usi
     let from = c.i;
     let to = from + text_end(&s[from..])?;
     c.i = to;
-    c.lit(b"</gcm")?;
+    c.lit(b"</")?;
+    if !prefix.is_empty() {
+        c.lit(prefix)?;
+        c.lit(b":")?;
+    }
+    c.lit(b"gcm")?;
     c.spaces();
     c.lit(b">")?;
     c.spaces();
@@ -76,17 +105,22 @@ pub(super) fn gcm_payload(s: &[u8], default_is_client: bool) -> Option<Range<usi
 /// `None` if it holds a reference, a CR, a character XML forbids (or a
 /// byte that may lead one), or `]]>`.
 fn text_end(t: &[u8]) -> Option<usize> {
-    for (i, &b) in t.iter().enumerate() {
-        match b {
+    let mut from = 0;
+    loop {
+        let i = from + find_xml_text_special(&t[from..])?;
+        match t[i] {
             b'<' => return Some(i),
             b'>' if i >= 2 && t[i - 2] == b']' && t[i - 1] == b']' => return None,
-            b'&' | b'\r' | 0xEF => return None,
-            b'\t' | b'\n' => {}
-            _ if b < 0x20 => return None,
-            _ => {}
+            b'>' | b'\t' | b'\n' => from = i + 1,
+            _ => return None,
         }
     }
-    None
+}
+
+/// Names starting with `xml` (any case) are reserved; the general path
+/// has the last word on them.
+fn reserved(name: &[u8]) -> bool {
+    name.len() >= 3 && name[..3].eq_ignore_ascii_case(b"xml")
 }
 
 struct Cursor<'a> {
@@ -117,10 +151,8 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// `name = "value"` with an unprefixed ASCII name not starting with
-    /// `xml` (except exactly `xmlns`, which the caller checks) and a value
-    /// that reads back as written (no references, tabs or line ends).
-    fn attribute(&mut self) -> Option<(&'a [u8], &'a [u8])> {
+    /// An unprefixed ASCII name: `[A-Za-z_][A-Za-z0-9_.-]*`.
+    fn name(&mut self) -> Option<&'a [u8]> {
         let from = self.i;
         match self.peek()? {
             b'a'..=b'z' | b'A'..=b'Z' | b'_' => self.i += 1,
@@ -132,10 +164,22 @@ impl<'a> Cursor<'a> {
         ) {
             self.i += 1;
         }
-        let name = &self.s[from..self.i];
-        if name.len() >= 3 && name[..3].eq_ignore_ascii_case(b"xml") && name != b"xmlns" {
+        Some(&self.s[from..self.i])
+    }
+
+    /// `name = "value"` with a [`name`](Self::name) not starting with `xml`
+    /// (except exactly `xmlns`, which the caller refuses).
+    fn attribute(&mut self) -> Option<(&'a [u8], &'a [u8])> {
+        let name = self.name()?;
+        if reserved(name) && name != b"xmlns" {
             return None;
         }
+        Some((name, self.value()?))
+    }
+
+    /// `= "value"` (either quote), a value that reads back as written: no
+    /// references, tabs, line ends or other controls, nothing led by 0xEF.
+    fn value(&mut self) -> Option<&'a [u8]> {
         self.spaces();
         self.lit(b"=")?;
         self.spaces();
@@ -155,7 +199,7 @@ impl<'a> Cursor<'a> {
         }
         let value = &self.s[start..self.i];
         self.i += 1;
-        Some((name, value))
+        Some(value)
     }
 }
 

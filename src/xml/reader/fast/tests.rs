@@ -40,15 +40,20 @@ fn stanza(r: &mut Rng) -> String {
         "<b/>",
     ];
     const ELEMENT: &[&str] = &["message", "message", "message", "messages", "iq", "data:message"];
-    const GCM: &[&str] = &["gcm", "gcm", "gcm", "data:gcm", "gcmx"];
+    const GCM: &[&str] = &["gcm", "data:gcm", "gcmx", "data:gcmx", "xml:gcm", "d:gcm", "data:"];
     const GCM_NS: &[&str] = &[
         " xmlns=\"google:mobile:data\"",
+        " xmlns:data=\"google:mobile:data\"",
         " xmlns='google:mobile:data'",
         " xmlns = \"google:mobile:data\"",
         "xmlns=\"google:mobile:data\"",
         " xmlns=\"google:mobile:other\"",
         "",
-        " xmlns:data=\"google:mobile:data\"",
+        " xmlns:data=\"google:mobile:data\" xmlns=\"google:mobile:data\"",
+        " xmlns:d=\"google:mobile:data\"",
+        " xmlns:data=\"google:mobile:data\" xmlns:data=\"x\"",
+        " xmlnsx=\"google:mobile:data\"",
+        " xmlns:datax=\"google:mobile:data\"",
         " xmlns=\"google:mobile:data\" a=\"1\"",
     ];
     let el = r.mostly(1, ELEMENT);
@@ -65,17 +70,18 @@ fn stanza(r: &mut Rng) -> String {
     s.push_str(r.pick(WS));
     s.push('>');
     s.push_str(r.pick(WS));
-    let gcm = r.mostly(1, GCM);
+    let gcm = r.mostly(2, GCM);
     s.push('<');
     s.push_str(gcm);
-    s.push_str(r.mostly(3, GCM_NS));
+    s.push_str(r.mostly(4, GCM_NS));
     s.push_str(r.pick(WS));
     s.push('>');
     for _ in 0..1 + r.below(2) {
         s.push_str(r.mostly(5, TEXT));
     }
     s.push_str("</");
-    s.push_str(gcm);
+    // Now and then an end tag that does not match.
+    s.push_str(if r.below(20) == 0 { r.pick(GCM) } else { gcm });
     s.push_str(r.pick(WS));
     s.push('>');
     s.push_str(r.pick(WS));
@@ -152,6 +158,7 @@ fn takes_the_shapes_ccs_sends() {
         r#"<message id=""><gcm xmlns="google:mobile:data">{"a":"b"}</gcm></message>"#,
         "<message id='x' to='y'>\n  <gcm xmlns='google:mobile:data'>{}</gcm>\n</message >",
         r#"<message type="normal" id="1"><gcm xmlns="google:mobile:data" >x</gcm ></message>"#,
+        r#"<message><data:gcm xmlns:data="google:mobile:data">{"a":"b"}</data:gcm></message>"#,
     ] {
         assert!(gcm_payload(s.as_bytes(), true).is_some(), "{s}");
         assert!(gcm_payload(s.as_bytes(), false).is_none(), "{s}");
