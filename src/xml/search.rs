@@ -105,6 +105,16 @@ pub(crate) fn find_json_special(hay: &[u8]) -> Option<usize> {
     )
 }
 
+/// The first byte that may start a character XML 1.0 forbids: a C0
+/// control (tab, LF and CR are allowed, the caller checks) or 0xEF.
+pub(crate) fn find_control_or_ef(hay: &[u8]) -> Option<usize> {
+    find_by(
+        hay,
+        |x| lt_mask(x, 0x20) | eq_mask(x, 0xEF),
+        |b| b < 0x20 || b == 0xEF,
+    )
+}
+
 /// The first `&`, `<` or `>`.
 pub(crate) fn find_markup(hay: &[u8]) -> Option<usize> {
     find_by(
@@ -123,7 +133,8 @@ mod tests {
     #[test]
     fn word_searches_agree_with_bytewise_ones() {
         type Search = fn(&[u8]) -> Option<usize>;
-        let cases: [(Search, fn(u8) -> bool); 4] = [
+        let cases: [(Search, fn(u8) -> bool); 5] = [
+            (find_control_or_ef, |b| b < 0x20 || b == 0xEF),
             (find_xml_text_special, |b| {
                 b < 0x20 || matches!(b, b'&' | b'<' | b'>' | 0xEF)
             }),

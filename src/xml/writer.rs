@@ -13,7 +13,7 @@
 //! escapes controls and U+FFFE/U+FFFF itself, so payloads and acks never contain
 //! them.
 
-use super::search::{find_xml_attr_special, find_xml_text_special};
+use super::search::{find_control_or_ef, find_xml_attr_special, find_xml_text_special};
 use super::{Element, Node};
 
 /// Appends `text` escaped for XML character data.
@@ -81,11 +81,10 @@ pub(crate) const fn is_xml_char(c: char) -> bool {
 
 /// The first character of `s` that XML 1.0 forbids, if any.
 pub(crate) fn first_forbidden_char(s: &str) -> Option<char> {
-    // Fast path: every forbidden character is below U+0020 or encodes with lead byte 0xEF.
-    if !s.bytes().any(|b| b < 0x20 || b == 0xEF) {
-        return None;
-    }
-    s.chars().find(|&c| !is_xml_char(c))
+    // Every forbidden character is below U+0020 or encodes with lead byte 0xEF;
+    // such a byte is on a char boundary.
+    let at = find_control_or_ef(s.as_bytes())?;
+    s.get(at..)?.chars().find(|&c| !is_xml_char(c))
 }
 
 fn escape(s: &str, attr: bool, out: &mut String) {

@@ -303,5 +303,7 @@ fn escapes_agree_with_the_bytewise_definition() {
         let s = r.text(40);
         assert_eq!(text(&s), escape_bytewise(&s, false), "{s:?}");
         assert_eq!(attr(&s), escape_bytewise(&s, true), "{s:?}");
+        let want = s.chars().find(|&c| !is_xml_char(c));
+        assert_eq!(first_forbidden_char(&s), want, "{s:?}");
     }
 }
