@@ -4,7 +4,6 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -12,7 +11,9 @@ use base64::Engine as _;
 use crate::config::Config;
 use crate::error::{Error, Phase, ProtocolError, Result, TlsError, TlsErrorKind};
 use crate::transport::{is_timeout, SetTimeout};
-use crate::xml::{escape_attr, Element, Packet, RawItem, ReaderLimits, StanzaReader};
+use crate::xml::{
+    escape_attr, Element, GcmPayload, Packet, RawItem, RawPayload, ReaderLimits, StanzaReader,
+};
 
 use crate::ns::{
     BIND as NS_BIND, CLIENT as NS_CLIENT, SASL as NS_SASL, SESSION as NS_SESSION,
@@ -168,8 +169,8 @@ impl<S: Read + Write + SetTimeout> XmppStream<S> {
         self.read_next(deadline, Self::next_buffered_item)
     }
 
-    /// The text of a payload range from [`read_item`](Self::read_item).
-    pub(crate) fn payload(&self, r: Range<usize>) -> Result<&str> {
+    /// The text of a payload from [`read_item`](Self::read_item).
+    pub(crate) fn payload(&self, r: &RawPayload) -> Result<GcmPayload<'_>> {
         self.reader.payload(r).map_err(Error::Xml)
     }
 
@@ -249,7 +250,7 @@ impl<S: Read + Write + SetTimeout> XmppStream<S> {
                     match &item {
                         Some(RawItem::Packet(p)) => trace_packet(p),
                         Some(RawItem::GcmPayload(r)) => {
-                            log::trace!("recv gcm payload: {:?}", self.reader.payload(r.clone()))
+                            log::trace!("recv gcm payload: {:?}", self.reader.payload(r))
                         }
                         None => {}
                     }

@@ -347,8 +347,8 @@ impl<S: Read + Write + SetTimeout> Connection<S> {
             if let Some(item) = item? {
                 let event = match item {
                     RawItem::Packet(p) => self.session.on_packet(p),
-                    RawItem::GcmPayload(r) => match self.io.payload(r) {
-                        Ok(json) => self.session.on_gcm(json),
+                    RawItem::GcmPayload(r) => match self.io.payload(&r) {
+                        Ok(p) => self.session.on_gcm(p.json),
                         Err(e) => Err(e),
                     },
                 };

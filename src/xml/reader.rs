@@ -98,23 +98,39 @@ pub enum Item<'a> {
     /// Anything but the common shape, as [`StanzaReader::next_packet`] gives it.
     Packet(Packet),
     /// The stanza `<message ...><gcm xmlns="google:mobile:data">JSON</gcm></message>`
-    /// in `jabber:client`, not `type="error"`: the text of its `<gcm>`, exactly
-    /// what [`Element::text`] of that child would be, borrowed from the
-    /// reader's buffer.
-    GcmPayload(&'a str),
+    /// in `jabber:client`, not `type="error"` (the `gcm` element may be
+    /// prefixed, as CCS writes acks: `<data:gcm xmlns:data="google:mobile:data">`).
+    GcmPayload(GcmPayload<'a>),
+}
+
+/// The parts of a CCS message stanza of the common shape, borrowed from
+/// the reader's buffer: exactly what the element tree would hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GcmPayload<'a> {
+    /// The `<message>`'s `id` attribute.
+    pub id: Option<&'a str>,
+    /// The text of its `<gcm>` child, as [`Element::text`] would give it.
+    pub json: &'a str,
 }
 
 /// What the scanner found: a packet, or where a `<gcm>` payload is.
 enum Raw {
     Packet(Packet),
-    Payload(Range<usize>),
+    Payload(RawPayload),
+}
+
+/// [`GcmPayload`] as ranges of the reader's buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RawPayload {
+    pub(crate) id: Option<Range<usize>>,
+    pub(crate) json: Range<usize>,
 }
 
 /// [`Item`] with the payload as a range of the reader's buffer.
 #[derive(Debug)]
 pub(crate) enum RawItem {
     Packet(Packet),
-    GcmPayload(Range<usize>),
+    GcmPayload(RawPayload),
 }
 
 /// Where the scanner is. Everything but `Idle` means an item (header,
@@ -316,7 +332,7 @@ impl StanzaReader {
     pub fn next_item(&mut self) -> Result<Option<Item<'_>>, XmlError> {
         Ok(match self.next_raw(true)? {
             Some(Raw::Packet(p)) => Some(Item::Packet(p)),
-            Some(Raw::Payload(r)) => Some(Item::GcmPayload(self.payload(r)?)),
+            Some(Raw::Payload(r)) => Some(Item::GcmPayload(self.payload(&r)?)),
             None => None,
         })
     }
@@ -332,9 +348,13 @@ impl StanzaReader {
         })
     }
 
-    /// The text of a payload range from [`next_raw_item`](Self::next_raw_item).
-    pub(crate) fn payload(&self, r: Range<usize>) -> Result<&str, XmlError> {
-        self.buf.get(r).map_or(Err(XmlError::Truncated), utf8)
+    /// The text of a payload from [`next_raw_item`](Self::next_raw_item).
+    pub(crate) fn payload(&self, r: &RawPayload) -> Result<GcmPayload<'_>, XmlError> {
+        let text = |r: &Range<usize>| self.buf.get(r.clone()).map_or(Err(XmlError::Truncated), utf8);
+        Ok(GcmPayload {
+            id: r.id.as_ref().map(text).transpose()?,
+            json: text(&r.json)?,
+        })
     }
 
     fn next_raw(&mut self, fast: bool) -> Result<Option<Raw>, XmlError> {
@@ -742,8 +762,12 @@ impl StanzaReader {
                 .root_scope
                 .iter()
                 .any(|(p, uri)| p.is_empty() && uri == crate::ns::CLIENT);
-            if let Some(r) = fast::gcm_payload(bytes, client) {
-                let r = self.start + r.start..self.start + r.end;
+            if let Some(p) = fast::gcm_payload(bytes, client) {
+                let abs = |r: Range<usize>| self.start + r.start..self.start + r.end;
+                let r = RawPayload {
+                    id: p.id.map(abs),
+                    json: abs(p.json),
+                };
                 self.consume_through(at);
                 return Ok(Raw::Payload(r));
             }

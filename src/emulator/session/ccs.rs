@@ -22,22 +22,27 @@ use crate::xml::Element;
 
 impl Session {
     pub(super) fn on_message(&mut self, el: &Element) {
+        let payload = el.children().find(|c| c.is("gcm", NS_GCM)).map(Element::text);
+        self.on_message_parts(el.attr("id"), payload.as_deref());
+    }
+
+    /// A `<message>` by its parts: the stanza `id` and the text of its `<gcm>`
+    /// child (`None`: no such child). The reader's fast path comes here directly.
+    pub(super) fn on_message_parts(&mut self, stanza_id: Option<&str>, payload: Option<&str>) {
         self.messages += 1;
         let mut drop_here = self.script.drop_every.is_some_and(|k| self.messages >= k);
         if let Some(n) = self.drop_countdown.as_mut() {
             *n = n.saturating_sub(1);
             drop_here |= *n == 0;
         }
-        let stanza_id = el.attr("id");
-        let Some(gcm) = el.children().find(|c| c.is("gcm", NS_GCM)) else {
+        let Some(payload) = payload else {
             if drop_here {
                 return self.drop_unanswered(None);
             }
             let text = "InvalidJson: message without a gcm payload\n";
             return self.stanza_error_400(stanza_id, None, text, false);
         };
-        let payload = gcm.text();
-        let obj = match json::parse_object(&payload) {
+        let obj = match json::parse_object(payload) {
             Ok(obj) => obj,
             Err(e) => {
                 self.count_downstream();
@@ -45,7 +50,7 @@ impl Session {
                     return self.drop_unanswered(None);
                 }
                 let text = format!("InvalidJson: JSON_PARSING_ERROR : payload is {e}\n");
-                return self.stanza_error_400(stanza_id, Some(&payload), &text, true);
+                return self.stanza_error_400(stanza_id, Some(payload), &text, true);
             }
         };
         let client_ack = match obj.get("message_type") {
@@ -55,8 +60,8 @@ impl Session {
         };
         match client_ack {
             Some(_) if drop_here => self.drop_unanswered(None),
-            Some(nack) => self.on_client_ack(stanza_id, &payload, &obj, nack),
-            None => self.on_downstream(stanza_id, &payload, obj, drop_here),
+            Some(nack) => self.on_client_ack(stanza_id, payload, &obj, nack),
+            None => self.on_downstream(stanza_id, payload, obj, drop_here),
         }
     }
 

@@ -20,10 +20,19 @@ use crate::xml::search::find_xml_text_special;
 /// At most this many attributes on `<message>` here; more go the general way.
 const MAX_FAST_ATTRS: usize = 8;
 
-/// The byte range of the JSON text inside `s` if `s` is a CCS
+/// Where the parts of a stanza of the simple shape are, as byte ranges of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Parts {
+    /// The value of `<message>`'s `id` attribute, if it has one.
+    pub(super) id: Option<Range<usize>>,
+    /// The text of `<gcm>`.
+    pub(super) json: Range<usize>,
+}
+
+/// Where the stanza id and the JSON text are in `s` if `s` is a CCS
 /// `<message><gcm>` stanza of the simple shape (see the module docs).
 /// `default_is_client`: the stream's default namespace is `jabber:client`.
-pub(super) fn gcm_payload(s: &[u8], default_is_client: bool) -> Option<Range<usize>> {
+pub(super) fn gcm_payload(s: &[u8], default_is_client: bool) -> Option<Parts> {
     if !default_is_client {
         return None;
     }
@@ -31,6 +40,7 @@ pub(super) fn gcm_payload(s: &[u8], default_is_client: bool) -> Option<Range<usi
     c.lit(b"<message")?;
     let mut names: [&[u8]; MAX_FAST_ATTRS] = [&[]; MAX_FAST_ATTRS];
     let mut count = 0;
+    let mut id = None;
     loop {
         let spaced = c.spaces();
         if c.peek()? == b'>' {
@@ -40,12 +50,16 @@ pub(super) fn gcm_payload(s: &[u8], default_is_client: bool) -> Option<Range<usi
         if !spaced || count == MAX_FAST_ATTRS {
             return None;
         }
-        let (name, value) = c.attribute()?;
+        let (name, range) = c.attribute()?;
+        let value = &s[range.clone()];
         if name == b"xmlns"
             || names[..count].contains(&name)
             || (name == b"type" && value == b"error")
         {
             return None;
+        }
+        if name == b"id" {
+            id = Some(range);
         }
         names[count] = name;
         count += 1;
@@ -78,7 +92,7 @@ pub(super) fn gcm_payload(s: &[u8], default_is_client: bool) -> Option<Range<usi
     } else if c.peek()? != b'=' && !c.spaces() {
         return None;
     }
-    if c.value()? != b"google:mobile:data" {
+    if s[c.value()?] != *b"google:mobile:data" {
         return None;
     }
     c.spaces();
@@ -98,7 +112,7 @@ pub(super) fn gcm_payload(s: &[u8], default_is_client: bool) -> Option<Range<usi
     c.lit(b"</message")?;
     c.spaces();
     c.lit(b">")?;
-    (c.i == s.len()).then_some(from..to)
+    (c.i == s.len()).then_some(Parts { id, json: from..to })
 }
 
 /// The length of plain character data at the start of `t`, up to its `<`:
@@ -169,7 +183,7 @@ impl<'a> Cursor<'a> {
 
     /// `name = "value"` with a [`name`](Self::name) not starting with `xml`
     /// (except exactly `xmlns`, which the caller refuses).
-    fn attribute(&mut self) -> Option<(&'a [u8], &'a [u8])> {
+    fn attribute(&mut self) -> Option<(&'a [u8], Range<usize>)> {
         let name = self.name()?;
         if reserved(name) && name != b"xmlns" {
             return None;
@@ -177,9 +191,9 @@ impl<'a> Cursor<'a> {
         Some((name, self.value()?))
     }
 
-    /// `= "value"` (either quote), a value that reads back as written: no
+    /// `= "value"` (either quote), where the value is: one that reads back as written: no
     /// references, tabs, line ends or other controls, nothing led by 0xEF.
-    fn value(&mut self) -> Option<&'a [u8]> {
+    fn value(&mut self) -> Option<Range<usize>> {
         self.spaces();
         self.lit(b"=")?;
         self.spaces();
@@ -197,7 +211,7 @@ impl<'a> Cursor<'a> {
                 _ => self.i += 1,
             }
         }
-        let value = &self.s[start..self.i];
+        let value = start..self.i;
         self.i += 1;
         Some(value)
     }

@@ -96,7 +96,11 @@ fn stanza(r: &mut Rng) -> String {
 }
 
 /// Reads `stanza` inside a stream twice, the general way and the fast way.
-fn both(header: &str, stanza: &str) -> (Result<Option<Packet>, String>, Result<Option<String>, String>) {
+#[allow(clippy::type_complexity)]
+fn both(
+    header: &str,
+    stanza: &str,
+) -> (Result<Option<Packet>, String>, Result<Option<(Option<String>, String)>, String>) {
     let mut general = StanzaReader::new(ReaderLimits::default());
     general.feed(header.as_bytes());
     general.feed(stanza.as_bytes());
@@ -107,7 +111,7 @@ fn both(header: &str, stanza: &str) -> (Result<Option<Packet>, String>, Result<O
     fast.feed(stanza.as_bytes());
     assert!(matches!(fast.next_item(), Ok(Some(Item::Packet(Packet::StreamStart(_))))));
     let f = match fast.next_item() {
-        Ok(Some(Item::GcmPayload(json))) => Ok(Some(json.to_owned())),
+        Ok(Some(Item::GcmPayload(p))) => Ok(Some((p.id.map(str::to_owned), p.json.to_owned()))),
         Ok(Some(Item::Packet(p))) => {
             // Not taken: the same packet as the general path.
             assert_eq!(Ok(Some(p)), g.clone(), "{stanza:?}");
@@ -135,7 +139,7 @@ fn agrees_with_the_tree_builder_on_random_stanzas() {
         };
         let (g, f) = both(header, &s);
         errors += g.is_err() as usize;
-        if let Ok(Some(json)) = f {
+        if let Ok(Some((id, json))) = f {
             fast += 1;
             let Ok(Some(Packet::Stanza(el))) = g else {
                 panic!("fast path took {s:?}, general path gave {g:?}");
@@ -144,6 +148,7 @@ fn agrees_with_the_tree_builder_on_random_stanzas() {
             assert_ne!(el.attr("type"), Some("error"), "{s:?}");
             let gcm = el.child("gcm", ns::GCM).expect("a gcm child");
             assert_eq!(gcm.text(), json, "{s:?}");
+            assert_eq!(el.attr("id"), id.as_deref(), "{s:?}");
         }
     }
     // The generator must exercise both paths and the errors.
