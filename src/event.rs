@@ -451,7 +451,13 @@ impl<'a> Settlement<'a> {
     /// True if this settles a downstream message (a `BAD_ACK` nack does not:
     /// it becomes [`Event::AckRefused`]).
     pub(crate) fn settles(&self) -> bool {
-        !matches!(self, Settlement::Nack { error: Some("BAD_ACK"), .. })
+        !matches!(
+            self,
+            Settlement::Nack {
+                error: Some("BAD_ACK"),
+                ..
+            }
+        )
     }
 
     /// The event, with `message_id` (equal to [`Self::message_id`]) already owned.

@@ -36,9 +36,30 @@ impl Rng {
     /// controls, CR/LF/tab, non-ASCII, U+FFFE/U+FFFF and U+FFFD (0xEF leads).
     pub(crate) fn text(&mut self, max: usize) -> String {
         const ODD: &[&str] = &[
-            "\"", "'", "\\", "&", "<", ">", "]]>", "\u{0}", "\u{1}", "\u{1f}", "\r", "\n", "\t",
-            "\r\n", "\u{7f}", "\u{e9}", "\u{2028}", "\u{FEFF}", "\u{FFFD}", "\u{FFFE}",
-            "\u{FFFF}", "\u{1F600}", "&amp;", " ",
+            "\"",
+            "'",
+            "\\",
+            "&",
+            "<",
+            ">",
+            "]]>",
+            "\u{0}",
+            "\u{1}",
+            "\u{1f}",
+            "\r",
+            "\n",
+            "\t",
+            "\r\n",
+            "\u{7f}",
+            "\u{e9}",
+            "\u{2028}",
+            "\u{FEFF}",
+            "\u{FFFD}",
+            "\u{FFFE}",
+            "\u{FFFF}",
+            "\u{1F600}",
+            "&amp;",
+            " ",
         ];
         let len = self.below(max + 1);
         let mut s = String::with_capacity(len);

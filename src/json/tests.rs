@@ -235,9 +235,13 @@ fn write_str_agrees_with_the_charwise_definition() {
         assert_eq!(w(&s), write_str_charwise(&s), "{s:?}");
         // And it reads back as the same string.
         let text = w(&s);
-        assert_eq!(parse(&text).ok().and_then(|v| match v {
-            Value::String(t) => Some(t),
-            _ => None,
-        }), Some(s.clone()), "{s:?}");
+        assert_eq!(
+            parse(&text).ok().and_then(|v| match v {
+                Value::String(t) => Some(t),
+                _ => None,
+            }),
+            Some(s.clone()),
+            "{s:?}"
+        );
     }
 }

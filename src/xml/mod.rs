@@ -7,7 +7,7 @@ pub(crate) mod search;
 mod writer;
 
 pub use element::{Element, Node};
-pub(crate) use reader::{RawItem, RawPayload};
 pub use reader::{GcmPayload, Item, Packet, ReaderLimits, StanzaReader};
+pub(crate) use reader::{RawItem, RawPayload};
 pub(crate) use writer::first_forbidden_char;
 pub use writer::{escape_attr, escape_text, write_element};

@@ -49,8 +49,8 @@ mod tests;
 
 use super::Element;
 use crate::error::XmlError;
-use build::{parse_header, Builder, Scratch};
 use crate::xml::search::find_byte;
+use build::{parse_header, Builder, Scratch};
 use std::fmt;
 use std::io::{self, Read};
 use std::mem;
@@ -195,6 +195,8 @@ pub struct StanzaReader {
     root_scope: Vec<(String, String)>,
     /// The stream root's qualified name as written, to check its end tag.
     root_qname: String,
+    /// The stream root makes `jabber:client` the default namespace.
+    root_client: bool,
     /// Allocations the tree builder reuses from stanza to stanza.
     scratch: Scratch,
     /// Nothing but whitespace seen since the start (or `reset`): an XML
@@ -243,6 +245,7 @@ impl StanzaReader {
             depth: 0,
             root_scope: Vec::new(),
             root_qname: String::new(),
+            root_client: false,
             scratch: Scratch::default(),
             decl_ok: true,
             fast: false,
@@ -350,7 +353,11 @@ impl StanzaReader {
 
     /// The text of a payload from [`next_raw_item`](Self::next_raw_item).
     pub(crate) fn payload(&self, r: &RawPayload) -> Result<GcmPayload<'_>, XmlError> {
-        let text = |r: &Range<usize>| self.buf.get(r.clone()).map_or(Err(XmlError::Truncated), utf8);
+        let text = |r: &Range<usize>| {
+            self.buf
+                .get(r.clone())
+                .map_or(Err(XmlError::Truncated), utf8)
+        };
         Ok(GcmPayload {
             id: r.id.as_ref().map(text).transpose()?,
             json: text(&r.json)?,
@@ -379,6 +386,7 @@ impl StanzaReader {
     pub fn reset(&mut self) {
         self.depth = 0;
         self.root_scope.clear();
+        self.root_client = false;
         self.root_qname.clear();
         self.decl_ok = true;
         self.state = Scan::Idle;
@@ -457,6 +465,9 @@ impl StanzaReader {
                     } else {
                         "text between stanzas"
                     }));
+                }
+                if let Some(raw) = self.whole_gcm_stanza(at) {
+                    return Ok(Some(raw));
                 }
                 self.scan = at + 1;
                 self.state = Scan::TagOpen;
@@ -642,6 +653,28 @@ impl StanzaReader {
         }
     }
 
+    /// On the fast path, a whole stanza of the common shape already buffered
+    /// from `at` (its `<`), read in one pass without the scanner: its payload,
+    /// consumed. `None` (nothing consumed) for anything else, incomplete
+    /// stanzas included: the scanner takes those.
+    fn whole_gcm_stanza(&mut self, at: usize) -> Option<Raw> {
+        // `<gcm>` nests two levels below the root.
+        if !self.fast || self.depth != 1 || self.limits.max_depth < 2 {
+            return None;
+        }
+        let end = self.end.min(at.saturating_add(self.limits.max_stanza_size));
+        let (p, len) = fast::gcm_prefix(&self.buf[at..end], self.root_client)?;
+        // The general path refuses invalid UTF-8 anywhere in a stanza.
+        utf8(&self.buf[at..at + len]).ok()?;
+        let abs = |r: Range<usize>| at + r.start..at + r.end;
+        let raw = Raw::Payload(RawPayload {
+            id: p.id.map(abs),
+            json: abs(p.json),
+        });
+        self.consume_through(at + len - 1);
+        Some(raw)
+    }
+
     /// One byte after `<!`: narrows the candidates, or enters a comment or CDATA.
     fn bang(&self, seen: u8, cands: u8, b: u8) -> Result<Scan, XmlError> {
         let k = usize::from(seen);
@@ -703,6 +736,9 @@ impl StanzaReader {
             }
             let text = utf8(&self.buf[self.start..=at])?;
             let (root, scope, qname) = parse_header(text)?;
+            self.root_client = scope
+                .iter()
+                .any(|(p, uri)| p.is_empty() && uri == crate::ns::CLIENT);
             self.root_scope = scope;
             self.root_qname = qname;
             self.depth = 1;
@@ -736,6 +772,7 @@ impl StanzaReader {
                 }
                 self.depth = 0;
                 self.root_scope.clear();
+                self.root_client = false;
                 self.root_qname.clear();
                 self.consume_through(at);
                 Ok(Some(Raw::Packet(Packet::StreamEnd)))
@@ -758,11 +795,7 @@ impl StanzaReader {
         let bytes = &self.buf[self.start..=at];
         let text = utf8(bytes)?;
         if self.fast {
-            let client = self
-                .root_scope
-                .iter()
-                .any(|(p, uri)| p.is_empty() && uri == crate::ns::CLIENT);
-            if let Some(p) = fast::gcm_payload(bytes, client) {
+            if let Some(p) = fast::gcm_payload(bytes, self.root_client) {
                 let abs = |r: Range<usize>| self.start + r.start..self.start + r.end;
                 let r = RawPayload {
                     id: p.id.map(abs),

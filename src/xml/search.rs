@@ -133,7 +133,8 @@ mod tests {
     #[test]
     fn word_searches_agree_with_bytewise_ones() {
         type Search = fn(&[u8]) -> Option<usize>;
-        let cases: [(Search, fn(u8) -> bool); 5] = [
+        type Case = (Search, fn(u8) -> bool);
+        let cases: [Case; 5] = [
             (find_control_or_ef, |b| b < 0x20 || b == 0xEF),
             (find_xml_text_special, |b| {
                 b < 0x20 || matches!(b, b'&' | b'<' | b'>' | 0xEF)
@@ -146,7 +147,10 @@ mod tests {
             }),
             (find_markup, |b| matches!(b, b'&' | b'<' | b'>')),
         ];
-        let alphabet = [b'a', b'"', b'\\', b'\'', b'&', b'<', b'>', 0, 0x1f, 0x20, 0x7f, 0x80, 0xEE, 0xEF, 0xF0, 0xFF];
+        let alphabet = [
+            b'a', b'"', b'\\', b'\'', b'&', b'<', b'>', 0, 0x1f, 0x20, 0x7f, 0x80, 0xEE, 0xEF,
+            0xF0, 0xFF,
+        ];
         let mut seed = 0x1234_5678_9abc_def1_u64;
         for _ in 0..3_000 {
             let len = (seed % 40) as usize;

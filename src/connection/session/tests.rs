@@ -94,7 +94,10 @@ fn unanswered_ping_is_dead_after_dead_after() {
     assert!(matches!(err, Error::Timeout(Phase::Read)), "{err:?}");
     assert!(s.is_closed());
     assert_eq!(s.next_wake(), None);
-    assert!(matches!(s.send(&Message::to("t"), false), Err(Error::Closed)));
+    assert!(matches!(
+        s.send(&Message::to("t"), false),
+        Err(Error::Closed)
+    ));
 }
 
 #[test]
@@ -193,8 +196,13 @@ fn the_window_counts_downstream_outcomes_only() {
     let (mut s, _) = session(&config().max_pending(2));
     s.send(&Message::to("a").message_id("u-1"), false).unwrap();
     s.send(&Message::to("b").message_id("m-2"), false).unwrap();
-    assert!(matches!(s.send(&Message::to("c"), false), Err(Error::WindowFull)));
-    let dup = s.send(&Message::to("a").message_id("u-1"), false).unwrap_err();
+    assert!(matches!(
+        s.send(&Message::to("c"), false),
+        Err(Error::WindowFull)
+    ));
+    let dup = s
+        .send(&Message::to("a").message_id("u-1"), false)
+        .unwrap_err();
     assert!(matches!(dup, Error::WindowFull | Error::InvalidMessage(_)));
     // Acks go out with the window full, each with a stanza id of its own.
     s.ack("DEV", "u-1").unwrap();
@@ -235,7 +243,10 @@ fn draining_refuses_sends_and_keeps_acking() {
     assert!(s.is_draining());
     assert_eq!(s.pending(), 0);
     s.output().clear();
-    assert!(matches!(s.send(&Message::to("a"), false), Err(Error::Draining)));
+    assert!(matches!(
+        s.send(&Message::to("a"), false),
+        Err(Error::Draining)
+    ));
     assert!(!s.has_output());
     s.ack("DEV", "up-1").unwrap();
     assert!(s.has_output());
@@ -246,7 +257,10 @@ fn close_stops_writing_but_keeps_reading() {
     let (mut s, t0) = session(&config());
     s.close().unwrap();
     assert_eq!(drain(&mut s, t0), "</stream:stream>");
-    assert!(matches!(s.send(&Message::to("a"), false), Err(Error::Closed)));
+    assert!(matches!(
+        s.send(&Message::to("a"), false),
+        Err(Error::Closed)
+    ));
     assert!(matches!(s.ack("DEV", "up-1"), Err(Error::Closed)));
     assert_eq!(s.next_wake(), None);
     s.tick(t0 + S * 1000).unwrap();

@@ -22,7 +22,10 @@ use crate::xml::Element;
 
 impl Session {
     pub(super) fn on_message(&mut self, el: &Element) {
-        let payload = el.children().find(|c| c.is("gcm", NS_GCM)).map(Element::text);
+        let payload = el
+            .children()
+            .find(|c| c.is("gcm", NS_GCM))
+            .map(Element::text);
         self.on_message_parts(el.attr("id"), payload.as_deref());
     }
 

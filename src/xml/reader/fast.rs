@@ -33,6 +33,13 @@ pub(super) struct Parts {
 /// `<message><gcm>` stanza of the simple shape (see the module docs).
 /// `default_is_client`: the stream's default namespace is `jabber:client`.
 pub(super) fn gcm_payload(s: &[u8], default_is_client: bool) -> Option<Parts> {
+    gcm_prefix(s, default_is_client).and_then(|(parts, len)| (len == s.len()).then_some(parts))
+}
+
+/// As [`gcm_payload`] for a stanza at the start of `s`, with whatever follows
+/// it: its parts and its length. The reader tries this before scanning, so
+/// the stanza CCS sends most is read in one pass.
+pub(super) fn gcm_prefix(s: &[u8], default_is_client: bool) -> Option<(Parts, usize)> {
     if !default_is_client {
         return None;
     }
@@ -112,7 +119,7 @@ pub(super) fn gcm_payload(s: &[u8], default_is_client: bool) -> Option<Parts> {
     c.lit(b"</message")?;
     c.spaces();
     c.lit(b">")?;
-    (c.i == s.len()).then_some(Parts { id, json: from..to })
+    Some((Parts { id, json: from..to }, c.i))
 }
 
 /// The length of plain character data at the start of `t`, up to its `<`:

@@ -2,21 +2,36 @@
 //! the general path must build the stanza without error and give `<gcm>`
 //! exactly that text; and it must say yes for the shapes CCS sends.
 
-use crate::test_rng::Rng;
 use super::gcm_payload;
 use crate::ns;
+use crate::test_rng::Rng;
 use crate::xml::reader::{Item, Packet, ReaderLimits, StanzaReader};
 
-const HEADER: &str = "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
-
+const HEADER: &str =
+    "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
 
 /// A random stanza, mostly of the common shape, often a little off it.
 fn stanza(r: &mut Rng) -> String {
     const WS: &[&str] = &["", "", "", " ", "\n", "\t", "\r\n", "  "];
-    const NAMES: &[&str] = &["id", "to", "from", "type", "xml:lang", "xmlns", "a-b", "_x", "x.y", "1a", "id"];
+    const NAMES: &[&str] = &[
+        "id", "to", "from", "type", "xml:lang", "xmlns", "a-b", "_x", "x.y", "1a", "id",
+    ];
     const VALUES: &[&str] = &[
-        "m-1", "", "error", "normal", "a&amp;b", "a<b", "tab\there", "q'q", "q\"q", "\u{e9}",
-        "\u{FFFE}", "\u{1}", "cr\r", "x]]>y", "gcm.googleapis.com",
+        "m-1",
+        "",
+        "error",
+        "normal",
+        "a&amp;b",
+        "a<b",
+        "tab\there",
+        "q'q",
+        "q\"q",
+        "\u{e9}",
+        "\u{FFFE}",
+        "\u{1}",
+        "cr\r",
+        "x]]>y",
+        "gcm.googleapis.com",
     ];
     const TEXT: &[&str] = &[
         r#"{"message_type":"ack","message_id":"m-1","from":"tok"}"#,
@@ -39,8 +54,23 @@ fn stanza(r: &mut Rng) -> String {
         "<?pi x?>",
         "<b/>",
     ];
-    const ELEMENT: &[&str] = &["message", "message", "message", "messages", "iq", "data:message"];
-    const GCM: &[&str] = &["gcm", "data:gcm", "gcmx", "data:gcmx", "xml:gcm", "d:gcm", "data:"];
+    const ELEMENT: &[&str] = &[
+        "message",
+        "message",
+        "message",
+        "messages",
+        "iq",
+        "data:message",
+    ];
+    const GCM: &[&str] = &[
+        "gcm",
+        "data:gcm",
+        "gcmx",
+        "data:gcmx",
+        "xml:gcm",
+        "d:gcm",
+        "data:",
+    ];
     const GCM_NS: &[&str] = &[
         " xmlns=\"google:mobile:data\"",
         " xmlns:data=\"google:mobile:data\"",
@@ -95,65 +125,105 @@ fn stanza(r: &mut Rng) -> String {
     s
 }
 
-/// Reads `stanza` inside a stream twice, the general way and the fast way.
-#[allow(clippy::type_complexity)]
-fn both(
-    header: &str,
-    stanza: &str,
-) -> (Result<Option<Packet>, String>, Result<Option<(Option<String>, String)>, String>) {
-    let mut general = StanzaReader::new(ReaderLimits::default());
-    general.feed(header.as_bytes());
-    general.feed(stanza.as_bytes());
-    assert!(matches!(general.next_packet(), Ok(Some(Packet::StreamStart(_)))));
-    let g = general.next_packet().map_err(|e| e.to_string());
-    let mut fast = StanzaReader::new(ReaderLimits::default());
-    fast.feed(header.as_bytes());
-    fast.feed(stanza.as_bytes());
-    assert!(matches!(fast.next_item(), Ok(Some(Item::Packet(Packet::StreamStart(_))))));
-    let f = match fast.next_item() {
-        Ok(Some(Item::GcmPayload(p))) => Ok(Some((p.id.map(str::to_owned), p.json.to_owned()))),
-        Ok(Some(Item::Packet(p))) => {
-            // Not taken: the same packet as the general path.
-            assert_eq!(Ok(Some(p)), g.clone(), "{stanza:?}");
-            Ok(None)
+/// What a reader made of a stream: its packets (payloads as the message's
+/// id and `<gcm>` text), then the error that ended it, if any.
+#[derive(Debug, PartialEq)]
+enum Got {
+    Packet(Packet),
+    Payload(Option<String>, String),
+    Error(String),
+}
+
+/// Feeds `text` to a reader in chunks of the given sizes (cycled), taking
+/// every packet after each feed, the fast way or the general way.
+fn read_all(text: &str, chunks: &[usize], fast: bool) -> Vec<Got> {
+    let mut r = StanzaReader::new(ReaderLimits::default());
+    let mut got = Vec::new();
+    let bytes = text.as_bytes();
+    let (mut at, mut k) = (0, 0);
+    while at < bytes.len() {
+        let n = chunks[k % chunks.len()].min(bytes.len() - at);
+        k += 1;
+        r.feed(&bytes[at..at + n]);
+        at += n;
+        loop {
+            let item = if fast {
+                r.next_item().map(|i| {
+                    i.map(|i| match i {
+                        Item::Packet(p) => Got::Packet(p),
+                        Item::GcmPayload(p) => {
+                            Got::Payload(p.id.map(str::to_owned), p.json.to_owned())
+                        }
+                    })
+                })
+            } else {
+                r.next_packet().map(|p| p.map(Got::Packet))
+            };
+            match item {
+                Ok(Some(g)) => got.push(g),
+                Ok(None) => break,
+                Err(e) => {
+                    got.push(Got::Error(e.to_string()));
+                    return got;
+                }
+            }
         }
-        Ok(None) => Ok(None),
-        Err(e) => {
-            assert_eq!(Err(e.to_string()), g.clone().map(|_| ()), "{stanza:?}");
-            Err(e.to_string())
-        }
-    };
-    (g, f)
+    }
+    got
+}
+
+/// The general reading turned into what the fast path should have said.
+fn as_fast(general: Vec<Got>, fast: &[Got]) -> Vec<Got> {
+    general
+        .into_iter()
+        .zip(fast.iter().map(Some).chain(std::iter::repeat(None)))
+        .map(|(g, f)| match (g, f) {
+            (Got::Packet(Packet::Stanza(el)), Some(Got::Payload(..))) => {
+                // Taken by the fast path: it must be a message of the common shape.
+                assert!(el.is("message", ns::CLIENT), "{el:?}");
+                assert_ne!(el.attr("type"), Some("error"), "{el:?}");
+                let gcm = el.child("gcm", ns::GCM).expect("a gcm child");
+                Got::Payload(el.attr("id").map(str::to_owned), gcm.text())
+            }
+            (g, _) => g,
+        })
+        .collect()
 }
 
 #[test]
 fn agrees_with_the_tree_builder_on_random_stanzas() {
     let mut r = Rng(0x9E37_79B9_7F4A_7C15);
     let (mut fast, mut errors) = (0, 0);
-    for _ in 0..20_000 {
-        let s = stanza(&mut r);
+    for _ in 0..10_000 {
         let header = if r.below(8) == 0 {
             "<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams'>"
         } else {
             HEADER
         };
-        let (g, f) = both(header, &s);
-        errors += g.is_err() as usize;
-        if let Ok(Some((id, json))) = f {
-            fast += 1;
-            let Ok(Some(Packet::Stanza(el))) = g else {
-                panic!("fast path took {s:?}, general path gave {g:?}");
-            };
-            assert!(el.is("message", ns::CLIENT), "{s:?}");
-            assert_ne!(el.attr("type"), Some("error"), "{s:?}");
-            let gcm = el.child("gcm", ns::GCM).expect("a gcm child");
-            assert_eq!(gcm.text(), json, "{s:?}");
-            assert_eq!(el.attr("id"), id.as_deref(), "{s:?}");
+        let mut text = String::from(header);
+        for _ in 0..1 + r.below(3) {
+            text.push_str(&stanza(&mut r));
+            text.push_str(r.pick(&["", " ", "\n"]));
         }
+        if r.below(4) == 0 {
+            // A stanza cut off, or something after the last one.
+            text.push_str(r.pick(&["<message><gcm xmlns='google:mobile:data'>{", "<iq/>", "x"]));
+        }
+        // Whole, in small pieces, or in pieces that split stanzas anywhere.
+        let chunks: Vec<usize> = match r.below(3) {
+            0 => vec![text.len()],
+            1 => vec![1],
+            _ => (0..5).map(|_| 1 + r.below(80)).collect(),
+        };
+        let f = read_all(&text, &chunks, true);
+        let g = read_all(&text, &chunks, false);
+        fast += f.iter().filter(|x| matches!(x, Got::Payload(..))).count();
+        errors += g.iter().filter(|x| matches!(x, Got::Error(_))).count();
+        assert_eq!(f, as_fast(g, &f), "{text:?} in chunks {chunks:?}");
     }
     // The generator must exercise both paths and the errors.
     assert!(fast > 2_000, "only {fast} stanzas took the fast path");
-    assert!(errors > 1_000, "only {errors} malformed stanzas");
+    assert!(errors > 1_000, "only {errors} malformed streams");
 }
 
 #[test]
