@@ -129,66 +129,143 @@ impl<'a> Flat<'a> {
 /// [`parse_object`], which accepts everything this accepts, with the same
 /// keys and values.
 pub(crate) fn scan_flat(text: &str) -> Option<Flat<'_>> {
-    let b = text.as_bytes();
     let mut flat = Flat {
         fields: [("", ""); MAX_FLAT],
         len: 0,
     };
-    let mut i = skip_ws(b, 0);
-    if b.get(i) != Some(&b'{') {
-        return None;
-    }
-    i = skip_ws(b, i + 1);
-    if b.get(i) == Some(&b'}') {
-        return (skip_ws(b, i + 1) == b.len()).then_some(flat);
-    }
-    loop {
-        let (key, at) = plain_string(text, i)?;
-        i = skip_ws(b, at);
-        if b.get(i) != Some(&b':') {
-            return None;
-        }
-        let (value, at) = plain_string(text, skip_ws(b, i + 1))?;
+    let mut lx = Lexer::new(text);
+    lx.object(|lx, key| {
+        let value = lx.string()?;
         if flat.len == MAX_FLAT || flat.get(key).is_some() {
             return None;
         }
         flat.fields[flat.len] = (key, value);
         flat.len += 1;
-        i = skip_ws(b, at);
-        match b.get(i) {
-            Some(b',') => i = skip_ws(b, i + 1),
-            Some(b'}') => return (skip_ws(b, i + 1) == b.len()).then_some(flat),
-            _ => return None,
+        Some(())
+    })?;
+    lx.end()?;
+    Some(flat)
+}
+
+/// A borrowing reader of the simple JSON the fast paths take: plain strings
+/// (no escapes, no controls), unsigned integers, booleans and objects of
+/// those. Every method returns `None` on anything else, valid JSON or not,
+/// so that the caller can fall back to [`parse_object`].
+pub(crate) struct Lexer<'a> {
+    text: &'a str,
+    i: usize,
+}
+
+impl<'a> Lexer<'a> {
+    pub(crate) fn new(text: &'a str) -> Self {
+        Lexer { text, i: 0 }
+    }
+
+    /// Skips JSON white space; the next byte, if any.
+    fn peek(&mut self) -> Option<u8> {
+        let b = self.text.as_bytes();
+        while matches!(b.get(self.i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.i += 1;
+        }
+        b.get(self.i).copied()
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.peek()? == c).then(|| self.i += 1)
+    }
+
+    /// Only white space is left.
+    pub(crate) fn end(&mut self) -> Option<()> {
+        self.peek().is_none().then_some(())
+    }
+
+    /// A string literal without escapes or controls: its contents.
+    pub(crate) fn string(&mut self) -> Option<&'a str> {
+        self.eat(b'"')?;
+        let b = self.text.as_bytes();
+        let from = self.i;
+        let mut at = from;
+        loop {
+            at += find_json_special(&b[at..])?;
+            match b[at] {
+                b'"' => break,
+                // A lead byte of some other character: fine here.
+                0xEF => at += 1,
+                _ => return None,
+            }
+        }
+        self.i = at + 1;
+        // Quotes are ASCII, so both ends are char boundaries.
+        self.text.get(from..at)
+    }
+
+    /// A non-negative integer without fraction or exponent that fits a `u64`.
+    pub(crate) fn uint(&mut self) -> Option<u64> {
+        self.peek()?;
+        let b = self.text.as_bytes();
+        let from = self.i;
+        while b.get(self.i).is_some_and(u8::is_ascii_digit) {
+            self.i += 1;
+        }
+        let digits = &self.text[from..self.i];
+        // JSON allows no leading zeros; a fraction or exponent goes the general way.
+        if digits.is_empty()
+            || (digits.len() > 1 && digits.starts_with('0'))
+            || matches!(b.get(self.i), Some(b'.' | b'e' | b'E'))
+        {
+            return None;
+        }
+        digits.parse().ok()
+    }
+
+    /// `true` or `false`.
+    pub(crate) fn boolean(&mut self) -> Option<bool> {
+        self.peek()?;
+        let rest = &self.text[self.i..];
+        let (v, n) = if rest.starts_with("true") {
+            (true, 4)
+        } else if rest.starts_with("false") {
+            (false, 5)
+        } else {
+            return None;
+        };
+        self.i += n;
+        Some(v)
+    }
+
+    /// Any plain string, integer or boolean, skipped.
+    pub(crate) fn scalar(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string().map(drop),
+            b't' | b'f' => self.boolean().map(drop),
+            _ => self.uint().map(drop),
         }
     }
-}
 
-/// JSON white space from `i` on; returns the first other position.
-fn skip_ws(b: &[u8], mut i: usize) -> usize {
-    while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-        i += 1;
+    /// An object: calls `field` with each key, the lexer just past its colon
+    /// (`field` reads the value). Duplicate keys are the caller's to refuse.
+    pub(crate) fn object(
+        &mut self,
+        mut field: impl FnMut(&mut Self, &'a str) -> Option<()>,
+    ) -> Option<()> {
+        self.eat(b'{')?;
+        if self.eat(b'}').is_some() {
+            return Some(());
+        }
+        loop {
+            let key = self.string()?;
+            self.eat(b':')?;
+            field(self, key)?;
+            match self.peek()? {
+                b',' => self.i += 1,
+                b'}' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
     }
-    i
-}
-
-/// A string literal at `i` without escapes or controls: its contents and
-/// the position after its closing quote.
-fn plain_string(text: &str, i: usize) -> Option<(&str, usize)> {
-    let b = text.as_bytes();
-    if b.get(i) != Some(&b'"') {
-        return None;
-    }
-    let from = i + 1;
-    let n = b[from..]
-        .iter()
-        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
-    let to = from + n;
-    // Only `"` ends the run on the fast path; a quote is ASCII, so `to` is
-    // a char boundary.
-    if b[to] != b'"' {
-        return None;
-    }
-    Some((text.get(from..to)?, to + 1))
 }
 
 /// Why a text could not be taken as a JSON object.

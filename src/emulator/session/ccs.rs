@@ -15,6 +15,7 @@ use super::super::shared::lock;
 use super::super::wire::{self, NS_GCM};
 use super::super::{DownstreamOutcome, EmulatorEvent, MAX_DELAYED, WINDOW};
 use super::{Answer, EndMode, Phase, Session};
+use crate::error::InvalidMessage;
 use crate::event::{Ack, Event, Nack, NackCode};
 use crate::json;
 use crate::message::Message;
@@ -45,6 +46,13 @@ impl Session {
             let text = "InvalidJson: message without a gcm payload\n";
             return self.stanza_error_400(stanza_id, None, text, false);
         };
+        // A valid downstream message in the simple form skips the value tree.
+        if let Some(msg) = crate::message::fast::from_json(payload) {
+            self.count_downstream();
+            let target = msg.target().to_owned();
+            let message_id = msg.id().to_owned();
+            return self.answer_downstream(message_id, target, drop_here, || Ok(msg));
+        }
         let obj = match json::parse_object(payload) {
             Ok(obj) => obj,
             Err(e) => {
@@ -108,6 +116,25 @@ impl Session {
                 return self.stanza_error_400(stanza_id, Some(payload), text, true);
             }
         };
+        let target = match (obj.get("to"), obj.get("condition")) {
+            (Some(Value::String(t)), _) => t.clone(),
+            (_, Some(Value::String(c))) => c.clone(),
+            _ => String::new(),
+        };
+        self.answer_downstream(message_id, target, drop_here, || {
+            Message::from_json_value(&obj)
+        });
+    }
+
+    /// A downstream message with an id: recorded, then dropped, nacked or acked.
+    /// `parse` gives the message, or why it is invalid (called only when needed).
+    fn answer_downstream(
+        &mut self,
+        message_id: String,
+        target: String,
+        drop_here: bool,
+        parse: impl FnOnce() -> Result<Message, InvalidMessage>,
+    ) {
         let idx = self.received;
         self.received += 1;
         self.ops
@@ -116,11 +143,6 @@ impl Session {
             } else {
                 String::new()
             }));
-        let target = match (obj.get("to"), obj.get("condition")) {
-            (Some(Value::String(t)), _) => t.clone(),
-            (_, Some(Value::String(c))) => c.clone(),
-            _ => String::new(),
-        };
         if drop_here {
             return self.drop_unanswered(Some((message_id, target)));
         }
@@ -128,7 +150,7 @@ impl Session {
             let desc = "Connection is draining: send on a new connection".to_string();
             (Some((NackCode::ConnectionDraining, desc)), false)
         } else {
-            match Message::from_json_value(&obj) {
+            match parse() {
                 Err(invalid) => {
                     let desc = format!(
                         "InvalidJson: JSON_FIELD_ERROR : Field \"{}\": {}",
