@@ -175,7 +175,9 @@ pub struct Keepalive {
     pub whitespace_after: Option<Duration>,
     /// Send an XEP-0199 ping after this long without reading. Default 120 s.
     pub ping_after: Option<Duration>,
-    /// Declare the connection dead this long after a ping without any answer. Default 30 s.
+    /// Declare the connection dead when nothing at all (pong or any other byte) was read
+    /// for this long after a ping. Any byte read after the ping proves the server alive
+    /// and retires the ping, so a lost pong never stops later pings. Default 30 s.
     pub dead_after: Duration,
 }
 
@@ -223,13 +225,15 @@ impl Default for Keepalive {
 pub struct Config {
     /// Where to connect. Default: FCM production.
     pub endpoint: Endpoint,
-    /// XMPP domain: stream `to` and SASL user suffix. Default `gcm.googleapis.com`.
+    /// XMPP domain: stream `to` and SASL user suffix; letters, digits, `-` and `.`
+    /// ([`validate`](Config::validate) checks). Default `gcm.googleapis.com`.
     pub domain: String,
     /// The sender id (project number).
     pub sender_id: String,
     /// The server key (redacted in `Debug`).
     pub server_key: ServerKey,
-    /// The resource proposed at bind; the server appends a suffix. Default `fcmxmpp`.
+    /// The resource proposed at bind; the server appends a suffix. 1 to 1023 bytes of
+    /// plain text (no markup characters, no control characters). Default `fcmxmpp`.
     pub resource: String,
     /// Per-phase timeouts.
     pub timeouts: Timeouts,
@@ -397,17 +401,46 @@ impl Config {
         if self.endpoint.port == 0 {
             return bad("endpoint", "port 0");
         }
-        if self.domain.is_empty() || self.domain.contains(['@', '/', '\0', ' ']) {
-            return bad("domain", "must be a bare domain such as gcm.googleapis.com");
+        let dns_name = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 253
+                && s.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                })
+        };
+        if !dns_name(&self.domain) {
+            return bad(
+                "domain",
+                "must be a bare domain such as gcm.googleapis.com (letters, digits, '-', '.')",
+            );
         }
-        if self.sender_id.is_empty() || self.sender_id.contains(['@', '/', '\0']) {
+        let plain = |s: &str| {
+            s.chars()
+                .all(|c| crate::xml::is_xml_char(c) && !c.is_control())
+        };
+        if self.sender_id.is_empty()
+            || self.sender_id.len() > 1023
+            || self.sender_id.contains(['@', '/', ' '])
+            || !plain(&self.sender_id)
+        {
             return bad("sender_id", "must be the bare sender id (project number)");
         }
         if self.server_key.is_empty() || self.server_key.expose().contains('\0') {
             return bad("server_key", "must be non-empty and contain no NUL");
         }
-        if self.resource.is_empty() || self.resource.contains(['<', '&', '>']) {
-            return bad("resource", "must be non-empty plain text");
+        if self.resource.is_empty()
+            || self.resource.len() > 1023
+            || self.resource.contains(['<', '&', '>'])
+            || !plain(&self.resource)
+        {
+            return bad(
+                "resource",
+                "must be 1 to 1023 bytes of plain text without control characters",
+            );
         }
         if !(1..=100).contains(&self.max_pending) {
             return bad(

@@ -34,6 +34,11 @@
 //!     }
 //! }
 //! conn.close().unwrap();
+//! # emulator.shutdown();
+//! # mod judge { include!("../tests/common/judge_core.rs"); }
+//! # let bytes = emulator.client_bytes();
+//! # assert!(!bytes.is_empty() && bytes.iter().all(|r| r.complete));
+//! # judge::check_all(bytes.iter().map(|r| (format!("{:?}", r.conn), &r.bytes[..]))).unwrap();
 //! # }
 //! ```
 //!

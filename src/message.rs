@@ -37,6 +37,9 @@ pub const MAX_DATA_BYTES: usize = 4096;
 /// The most `&&` / `||` operators a `condition` may contain.
 pub const MAX_CONDITION_OPERATORS: usize = 2;
 
+/// The most bytes a [`Message::group`] key may have.
+pub const MAX_GROUP_BYTES: usize = 256;
+
 /// The prefix that turns a `to` into a topic.
 const TOPIC_PREFIX: &str = "/topics/";
 
@@ -255,6 +258,8 @@ pub struct Message {
     pub(crate) dry_run: Option<bool>,
     pub(crate) data: Vec<(String, String)>,
     pub(crate) notification: Option<Notification>,
+    /// Client-side only (never written to the wire): see [`Message::group`].
+    pub(crate) group: Option<String>,
 }
 
 /// A fresh process-unique message id, e.g. `fx-3f9a1c0d5e7b2a64-17`.
@@ -310,6 +315,7 @@ impl Message {
             dry_run: None,
             data: Vec::new(),
             notification: None,
+            group: None,
         }
     }
 
@@ -411,6 +417,22 @@ impl Message {
         self
     }
 
+    /// Puts the message in the ordered group `key`, a client-side setting
+    /// that is never written to the wire. The worker [`Client`](crate::client::Client)
+    /// sends the messages of one group strictly one after another, in the
+    /// order it accepted them: the next is written only once the previous
+    /// one has its final outcome (delivered, rejected or returned), however
+    /// long its retries, resends and reconnects take. Other groups and
+    /// ungrouped messages flow around a waiting group.
+    ///
+    /// An empty `key` means no group. A key longer than [`MAX_GROUP_BYTES`]
+    /// is refused by [`Message::validate`] (field `group`).
+    pub fn group(mut self, key: impl Into<String>) -> Self {
+        let key = key.into();
+        self.group = (!key.is_empty()).then_some(key);
+        self
+    }
+
     // ---- getters -------------------------------------------------------
 
     /// The message id (generated unique unless replaced; never empty unless
@@ -507,6 +529,11 @@ impl Message {
         self.notification.as_ref()
     }
 
+    /// The ordered group key set with [`Message::group`] (never empty).
+    pub fn get_group(&self) -> Option<&str> {
+        self.group.as_deref()
+    }
+
     // ---- validation ----------------------------------------------------
 
     /// Checks the message as CCS would
@@ -526,7 +553,8 @@ impl Message {
     ///   downstream message);
     /// - `time_to_live`: above 2419200;
     /// - `data`: an empty or reserved key (`from`, `message_type`, `google*`,
-    ///   `gcm*`), or keys plus values above 4096 bytes.
+    ///   `gcm*`), or keys plus values above 4096 bytes;
+    /// - `group`: a key above [`MAX_GROUP_BYTES`] bytes.
     pub fn validate(&self) -> Result<(), InvalidMessage> {
         self.validate_chars()?;
         match (&self.to, &self.condition) {
@@ -564,6 +592,16 @@ impl Message {
                     format!("{ttl} is above the maximum of {MAX_TIME_TO_LIVE} seconds (4 weeks)"),
                 ));
             }
+        }
+        if self
+            .group
+            .as_ref()
+            .is_some_and(|g| g.len() > MAX_GROUP_BYTES)
+        {
+            return Err(InvalidMessage::new(
+                "group",
+                format!("longer than {MAX_GROUP_BYTES} bytes"),
+            ));
         }
         validate_data(&self.data)
     }
@@ -719,6 +757,7 @@ fn parse_fields(obj: &Object) -> Result<Message, FieldError> {
         dry_run: json::opt_bool(obj, "dry_run")?,
         data,
         notification,
+        group: None,
     })
 }
 

@@ -7,14 +7,17 @@
 //! stanza errors, duplicate and unknown acks, slow acks, a poison message,
 //! outages (refused and silent connects), an authentication failure, writes
 //! that fail, upstream messages CCS delivers again (after a lost connection,
-//! a lost ack, or twice in a row), the application sending throughout and
-//! shutting down at a random moment with a random deadline. After every
-//! schedule the invariants below are checked.
+//! a lost ack, or twice in a row), the application sending throughout (in
+//! half of the schedules spreading its messages over a few ordered groups,
+//! some left ungrouped) and shutting down at a random moment with a random
+//! deadline. After every schedule the invariants below are checked, among
+//! them: no member of a group is written while an earlier-accepted member of
+//! it has no outcome, and members are first written in acceptance order.
 //!
 //! `SIM_SCHEDULES=N` runs N schedules (default 10,000); `SIM_SEED=S` replays
 //! one schedule. A failure prints its seed.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use fcm_xmpp::client::engine::{AckState, ConnId, Engine, SlotStep};
@@ -164,8 +167,8 @@ struct ServerConn {
     close_at: Option<Instant>,
     /// Written messages in order: (time, id).
     writes: Vec<(Instant, String)>,
-    /// Per group of returning messages, the last acceptance seq written here.
-    group_last: HashMap<Why, u64>,
+    /// Per batch of returning messages, the last acceptance seq written here.
+    batch_last: HashMap<Why, u64>,
 }
 
 /// Why a message was queued last (for the order check).
@@ -197,6 +200,8 @@ struct Track {
     why: Option<Why>,
     writes: u32,
     delivered: bool,
+    /// Its ordered group, if any.
+    group: Option<String>,
     returned_lost: bool,
 }
 
@@ -249,6 +254,12 @@ struct Sim {
     round: u64,
     violations: Vec<String>,
     max_pending: usize,
+    /// How many ordered groups the application spreads messages over (0: none).
+    groups: u64,
+    /// Per group, the acceptance seqs of members without an outcome yet.
+    group_open: HashMap<String, BTreeSet<u64>>,
+    /// Per group, the seq of the latest member written for the first time.
+    group_first: HashMap<String, u64>,
 }
 
 impl Sim {
@@ -299,6 +310,8 @@ impl Sim {
                 rng.ms(0, 60_000)
             };
         let upstream_next = faults.upstream_every.map(|_| start);
+        // Half of the schedules spread messages over a few ordered groups.
+        let groups = if rng.chance(2) { 1 + rng.below(4) } else { 0 };
         Sim {
             rng,
             faults,
@@ -334,6 +347,9 @@ impl Sim {
             round: 0,
             violations: Vec::new(),
             max_pending,
+            groups,
+            group_open: HashMap::new(),
+            group_first: HashMap::new(),
         }
     }
 
@@ -353,6 +369,7 @@ impl Sim {
             self.slots();
             self.drive_conns();
             self.events();
+            self.check_held();
             if self.now >= self.shutdown_at && self.deadline.is_none() {
                 let d = self.now + self.rng.ms(0, 20_000);
                 self.deadline = Some(d);
@@ -444,15 +461,25 @@ impl Sim {
             } else {
                 format!("m{}", self.next_msg)
             };
-            let msg = Message::to(format!("device-{}", self.next_msg % 7)).message_id(&id);
+            // Some messages of a grouped schedule stay ungrouped.
+            let group = (self.groups > 0 && !self.rng.chance(3))
+                .then(|| format!("grp-{}", self.rng.below(self.groups)));
+            let mut msg = Message::to(format!("device-{}", self.next_msg % 7)).message_id(&id);
+            if let Some(g) = &group {
+                msg = msg.group(g.as_str());
+            }
             match self.engine.accept(msg) {
                 Ok(()) => {
                     let seq = self.next_msg;
                     self.next_msg += 1;
+                    if let Some(g) = &group {
+                        self.group_open.entry(g.clone()).or_default().insert(seq);
+                    }
                     self.msgs.insert(
                         id,
                         Track {
                             seq,
+                            group,
                             why: Some(Why::New),
                             ..Track::default()
                         },
@@ -803,7 +830,7 @@ impl Sim {
                             draining: false,
                             close_at: None,
                             writes: Vec::new(),
-                            group_last: HashMap::new(),
+                            batch_last: HashMap::new(),
                         },
                     );
                 } else {
@@ -872,6 +899,9 @@ impl Sim {
         let now = self.now;
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
+            // Outcomes the last inputs produced are seen before anything is
+            // written: the group check needs them.
+            self.events();
             let step = self.engine.conn_step(id, now);
             if step.close {
                 // The acks handed out with the close are written first.
@@ -928,7 +958,15 @@ impl Sim {
                     self.violation(format!("wrote unknown {mid}"));
                     continue;
                 };
+                let first_write = t.writes == 0;
                 t.writes += 1;
+                if let Some(g) = t.group.clone() {
+                    let seq = t.seq;
+                    self.check_group(mid, &g, seq, first_write);
+                }
+                let Some(t) = self.msgs.get_mut(mid) else {
+                    continue;
+                };
                 if let Some(nb) = t.not_before {
                     if now < nb {
                         let early = nb - now;
@@ -950,11 +988,11 @@ impl Sim {
                 let c = self.conns.get_mut(&id).unwrap();
                 // Messages coming back from one connection reach the next in
                 // their original order.
-                if let Some(group @ (Why::Lost(_) | Why::Drain(..))) = why {
-                    if let Some(prev) = c.group_last.insert(group, seq) {
+                if let Some(batch @ (Why::Lost(_) | Why::Drain(..))) = why {
+                    if let Some(prev) = c.batch_last.insert(batch, seq) {
                         if prev > seq {
                             self.violations.push(format!(
-                                "{mid} resent out of order ({group:?}: {seq} after {prev})"
+                                "{mid} resent out of order ({batch:?}: {seq} after {prev})"
                             ));
                         }
                     }
@@ -1035,9 +1073,52 @@ impl Sim {
         }
     }
 
+    /// Exactly the members of each group after its earliest one without an
+    /// outcome are held: none stalls behind a head that settled, none is
+    /// released early.
+    fn check_held(&mut self) {
+        let expected: usize = self
+            .group_open
+            .values()
+            .map(|open| open.len().saturating_sub(1))
+            .sum();
+        let held = self.engine.metrics().held as usize;
+        if held != expected {
+            self.violation(format!("{held} group members held, expected {expected}"));
+        }
+    }
+
+    /// `mid` of group `g` is being written: every member accepted before it
+    /// has its outcome, and members are first written in acceptance order.
+    fn check_group(&mut self, mid: &str, g: &str, seq: u64, first_write: bool) {
+        let earlier = self
+            .group_open
+            .get(g)
+            .and_then(|open| open.first().copied())
+            .filter(|first| *first < seq);
+        if let Some(first) = earlier {
+            self.violation(format!(
+                "{mid} (group {g}) written while m{first} of its group has no outcome"
+            ));
+        }
+        if first_write {
+            let last = self.group_first.insert(g.to_string(), seq);
+            if let Some(last) = last.filter(|l| *l > seq) {
+                self.violation(format!(
+                    "{mid} (group {g}) first written after a later member (m{last})"
+                ));
+            }
+        }
+    }
+
     fn outcome(&mut self, id: &str, _what: &str) {
         match self.msgs.get_mut(id) {
             Some(t) => {
+                if let Some(g) = &t.group {
+                    if let Some(open) = self.group_open.get_mut(g) {
+                        open.remove(&t.seq);
+                    }
+                }
                 t.outcomes += 1;
                 if t.outcomes > 1 {
                     let n = t.outcomes;
@@ -1194,9 +1275,16 @@ fn seeded_fault_schedules() {
     let _ = base;
     let mut violations = 0;
     let mut failed = Vec::new();
+    // Grouped schedules, grouped messages, and those written more than once.
+    let (mut grouped, mut members, mut rewritten) = (0, 0, 0);
     for &seed in &seeds {
         let mut sim = Sim::new(seed, seed % 11 == 0);
         sim.run();
+        grouped += u64::from(sim.groups > 0);
+        for t in sim.msgs.values().filter(|t| t.group.is_some()) {
+            members += 1;
+            rewritten += u64::from(t.writes > 1);
+        }
         if !sim.violations.is_empty() {
             violations += sim.violations.len();
             if failed.len() < 5 {
@@ -1211,7 +1299,9 @@ fn seeded_fault_schedules() {
         }
     }
     println!(
-        "simulated schedules: {}, invariant violations: {violations} ({:?})",
+        "simulated schedules: {}, invariant violations: {violations} ({:?}); \
+         {grouped} schedules with ordered groups, {members} group members, \
+         {rewritten} of them written more than once",
         seeds.len(),
         started.elapsed()
     );
@@ -1526,4 +1616,174 @@ fn huge_durations_saturate() {
 
 fn draining_control() -> Event {
     Event::Control(control_draining())
+}
+
+// ----- ordered groups -----
+
+fn grouped(id: &str, group: &str) -> Message {
+    msg(id).group(group)
+}
+
+#[test]
+fn group_order_holds_through_service_unavailable_retries() {
+    let (mut e, t0) = engine(config(100));
+    let c = up(&mut e, t0);
+    e.accept(grouped("g-1", "g")).unwrap();
+    e.accept(grouped("g-2", "g")).unwrap();
+    e.accept(msg("u-1")).unwrap();
+    e.accept(grouped("h-1", "h")).unwrap();
+    // The head of each group and the ungrouped message; g-2 waits for g-1.
+    assert_eq!(written(&mut e, c, t0), ["g-1", "u-1", "h-1"]);
+    e.on_event(c, nack("g-1", NackCode::ServiceUnavailable), t0);
+    e.on_event(c, ack("u-1"), t0);
+    e.on_event(c, ack("h-1"), t0);
+    // While g-1 waits for its retry, other traffic flows; g-2 does not.
+    let t = t0 + Duration::from_millis(100);
+    e.accept(msg("u-2")).unwrap();
+    e.accept(grouped("h-2", "h")).unwrap();
+    assert_eq!(written(&mut e, c, t), ["u-2", "h-2"]);
+    let step = e.conn_step(c, t);
+    assert_eq!(step.send, 0);
+    let retry1 = step.wake.expect("a retry timer");
+    // The first retry: nominal 1 s, jitter adds at most half.
+    assert!(retry1 >= t0 + Duration::from_secs(1), "{:?}", retry1 - t0);
+    assert!(
+        retry1 <= t0 + Duration::from_millis(1500),
+        "{:?}",
+        retry1 - t0
+    );
+    assert!(written(&mut e, c, retry1 - Duration::from_millis(1)).is_empty());
+    assert_eq!(written(&mut e, c, retry1), ["g-1"]);
+    // NACKed again: the second retry waits at least 2 s; g-2 still waits.
+    e.on_event(c, nack("g-1", NackCode::ServiceUnavailable), retry1);
+    e.accept(msg("u-3")).unwrap();
+    assert_eq!(written(&mut e, c, retry1), ["u-3"]);
+    let retry2 = e.conn_step(c, retry1).wake.expect("a retry timer");
+    assert!(
+        retry2 >= retry1 + Duration::from_secs(2),
+        "{:?}",
+        retry2 - retry1
+    );
+    assert!(
+        retry2 <= retry1 + Duration::from_secs(3),
+        "{:?}",
+        retry2 - retry1
+    );
+    assert!(written(&mut e, c, retry2 - Duration::from_millis(1)).is_empty());
+    assert_eq!(written(&mut e, c, retry2), ["g-1"]);
+    // Written is not enough: g-2 goes only once g-1 has its outcome.
+    assert!(written(&mut e, c, retry2 + Duration::from_millis(5)).is_empty());
+    let done = retry2 + Duration::from_millis(10);
+    e.on_event(c, ack("g-1"), done);
+    assert_eq!(written(&mut e, c, done), ["g-2"]);
+    e.on_event(c, ack("g-2"), done);
+    for id in ["u-2", "h-2", "u-3"] {
+        e.on_event(c, ack(id), done);
+    }
+    let got: Vec<String> = outcomes(&mut e)
+        .into_iter()
+        .map(|(id, what)| format!("{id}:{what}"))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "u-1:delivered",
+            "h-1:delivered",
+            "g-1:delivered",
+            "g-2:delivered",
+            "u-2:delivered",
+            "h-2:delivered",
+            "u-3:delivered"
+        ]
+    );
+    assert_eq!(e.owned(), 0);
+}
+
+#[test]
+fn a_group_head_lost_with_its_connection_is_resent_before_its_successor() {
+    let (mut e, t0) = engine(config(100));
+    let c1 = up(&mut e, t0);
+    e.accept(grouped("g-1", "g")).unwrap();
+    e.accept(grouped("g-2", "g")).unwrap();
+    e.accept(msg("u-1")).unwrap();
+    assert_eq!(written(&mut e, c1, t0), ["g-1", "u-1"]);
+    e.lost(c1, Error::Closed, t0);
+    let c2 = up(&mut e, t0);
+    // The head comes back first; its successor still waits for its outcome.
+    assert_eq!(written(&mut e, c2, t0), ["g-1", "u-1"]);
+    e.on_event(c2, ack("u-1"), t0);
+    assert!(written(&mut e, c2, t0).is_empty());
+    e.on_event(c2, ack("g-1"), t0);
+    assert_eq!(written(&mut e, c2, t0), ["g-2"]);
+}
+
+#[test]
+fn a_group_head_returned_after_lost_connections_releases_the_next() {
+    let (mut e, mut now) = engine(config(100).max_losses(2));
+    e.accept(grouped("poison", "g")).unwrap();
+    e.accept(grouped("g-2", "g")).unwrap();
+    for _ in 0..2 {
+        let c = up(&mut e, now);
+        assert_eq!(written(&mut e, c, now), ["poison"]);
+        e.lost(c, Error::Closed, now);
+        now += Duration::from_secs(20);
+    }
+    assert_eq!(
+        outcomes(&mut e),
+        [(
+            "poison".to_string(),
+            "returned:in flight on 2 lost connections".to_string()
+        )]
+    );
+    let c = up(&mut e, now);
+    assert_eq!(written(&mut e, c, now), ["g-2"]);
+}
+
+#[test]
+fn held_group_members_count_against_the_queue_capacity_and_come_back() {
+    let (mut e, t0) = engine(config(100).queue_capacity(3));
+    let c = up(&mut e, t0);
+    e.accept(grouped("g-1", "g")).unwrap();
+    assert_eq!(written(&mut e, c, t0), ["g-1"]);
+    for id in ["g-2", "u-1", "g-3"] {
+        e.accept(grouped(id, if id == "u-1" { "" } else { "g" }))
+            .unwrap();
+    }
+    assert!(
+        !e.has_room(),
+        "two held and one queued fill a capacity of 3"
+    );
+    assert!(matches!(
+        e.accept(msg("more")),
+        Err((_, fcm_xmpp::client::SendErrorKind::Full))
+    ));
+    assert_eq!(e.metrics().queued, 3);
+    assert_eq!(written(&mut e, c, t0), ["u-1"]);
+    e.shutdown(t0 + Duration::from_secs(1));
+    let left: Vec<String> = e.finish().iter().map(|m| m.id().to_string()).collect();
+    assert_eq!(left, ["g-1", "g-2", "u-1", "g-3"], "acceptance order");
+    assert_eq!(e.owned(), 0);
+}
+
+#[test]
+fn a_fatal_error_returns_held_group_members_in_acceptance_order() {
+    let (mut e, t0) = engine(config(100));
+    let c = up(&mut e, t0);
+    for (id, g) in [("g-1", "g"), ("g-2", "g"), ("u-1", ""), ("g-3", "g")] {
+        e.accept(grouped(id, g)).unwrap();
+    }
+    assert_eq!(written(&mut e, c, t0), ["g-1", "u-1"]);
+    e.on_event(c, ack("u-1"), t0);
+    e.fatal(Error::AuthFailed {
+        condition: "not-authorized".into(),
+    });
+    let got: Vec<String> = outcomes(&mut e).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(got, ["u-1", "g-2", "g-3"]);
+    // The head in flight still gets its outcome, and releases nothing.
+    e.on_event(c, ack("g-1"), t0);
+    assert_eq!(
+        outcomes(&mut e),
+        [("g-1".to_string(), "delivered".to_string())]
+    );
+    assert_eq!(e.owned(), 0);
 }

@@ -254,8 +254,10 @@ fn huge_timeouts_do_not_panic() {
 /// The whole client over in-memory connections through random fault
 /// schedules (real threads, real but short time): drops, NACKs of every
 /// class, silence, draining; exactly one outcome per accepted message (or a
-/// place in shutdown's list), never more than the window unanswered, and
-/// shutdown on time. `WORKER_SCHEDULES=N` runs more (default 12).
+/// place in shutdown's list), never more than the window unanswered,
+/// shutdown on time, and half of the messages in three ordered groups, each
+/// member first written after the last write of the one before it.
+/// `WORKER_SCHEDULES=N` runs more (default 12).
 #[test]
 fn whole_client_random_schedules() {
     use fcm_xmpp::NackCode;
@@ -305,13 +307,19 @@ fn whole_client_random_schedules() {
             .queue_capacity(1 + (rnd() % 200) as usize);
         let (client, mut events) = Client::start_with(cfg, ccs.clone()).unwrap();
         let mut accepted = Vec::new();
+        let mut groups: HashMap<u64, Vec<String>> = HashMap::new();
         let count = 50 + rnd() % 250;
         for i in 0..count {
             let id = format!("s{seed}-{i}");
-            if client
-                .send_timeout(Message::to("t").message_id(&id), Duration::from_millis(20))
-                .is_ok()
-            {
+            let group = (rnd() % 2 == 0).then(|| rnd() % 3);
+            let mut m = Message::to("t").message_id(&id);
+            if let Some(g) = group {
+                m = m.group(format!("g{g}"));
+            }
+            if client.send_timeout(m, Duration::from_millis(20)).is_ok() {
+                if let Some(g) = group {
+                    groups.entry(g).or_default().push(id.clone());
+                }
                 accepted.push(id);
             }
             if rnd() % 97 == 0 {
@@ -350,6 +358,27 @@ fn whole_client_random_schedules() {
             violations += 1;
             eprintln!("seed {seed}: outcomes for messages never accepted");
         }
+        let written = ccs.lock().written.clone();
+        for members in groups.values() {
+            for pair in members.windows(2) {
+                let pos = |id: &str, last: bool| {
+                    let mut it = written.iter().enumerate().filter(|(_, w)| w.1 == id);
+                    if last { it.next_back() } else { it.next() }.map(|(i, _)| i)
+                };
+                if let (Some(prev), Some(next)) = (pos(&pair[0], true), pos(&pair[1], false)) {
+                    if next < prev {
+                        violations += 1;
+                        eprintln!(
+                            "seed {seed}: {} written before {} was done",
+                            pair[1], pair[0]
+                        );
+                    }
+                } else if pos(&pair[1], false).is_some() {
+                    violations += 1;
+                    eprintln!("seed {seed}: {} written, {} never", pair[1], pair[0]);
+                }
+            }
+        }
         let max = ccs.lock().max_unanswered;
         if max > max_pending {
             violations += 1;
@@ -358,4 +387,65 @@ fn whole_client_random_schedules() {
     }
     println!("whole-client schedules: {n}, invariant violations: {violations}");
     assert_eq!(violations, 0);
+}
+
+#[test]
+fn an_ordered_group_is_written_one_after_another_through_a_retry() {
+    use fcm_xmpp::NackCode;
+    let ccs = MemCcs::new(Duration::from_millis(5));
+    // The group's head is NACKed SERVICE_UNAVAILABLE once; the rest acked.
+    ccs.rule(|id, k| {
+        if id == "g-1" && k == 0 {
+            mem::Answer::Nack(NackCode::ServiceUnavailable)
+        } else {
+            mem::Answer::Ack
+        }
+    });
+    let (client, mut events) = Client::start_with(config(), ccs.clone()).unwrap();
+    for id in ["g-1", "u-1", "g-2", "u-2", "g-3", "u-3"] {
+        let m = Message::to("t").message_id(id);
+        let m = if id.starts_with('g') { m.group("g") } else { m };
+        client.send(m).unwrap();
+    }
+    let mut delivered = Vec::new();
+    while delivered.len() < 6 {
+        if let ClientEvent::Delivered { message, .. } =
+            events.recv_timeout(Duration::from_secs(5)).unwrap()
+        {
+            delivered.push(message.id().to_string());
+        }
+    }
+    assert!(client.shutdown(Duration::from_secs(1)).is_empty());
+    let written = ccs.lock().written.clone();
+    let order: Vec<&str> = written.iter().map(|(_, id, _)| id.as_str()).collect();
+    let group: Vec<&str> = order
+        .iter()
+        .copied()
+        .filter(|id| id.starts_with('g'))
+        .collect();
+    assert_eq!(group, ["g-1", "g-1", "g-2", "g-3"], "{order:?}");
+    // Each member waits for the answer to the one before it (5 ms away);
+    // the ungrouped ones went out while g-1 waited for its retry.
+    let at = |id: &str, nth: usize| {
+        written
+            .iter()
+            .filter(|(_, w, _)| w == id)
+            .nth(nth)
+            .map(|(_, _, t)| *t)
+            .unwrap()
+    };
+    assert!(at("g-1", 1) >= at("g-1", 0) + Duration::from_millis(50));
+    assert!(at("g-2", 0) >= at("g-1", 1) + Duration::from_millis(5));
+    assert!(at("g-3", 0) >= at("g-2", 0) + Duration::from_millis(5));
+    for u in ["u-1", "u-2", "u-3"] {
+        assert!(
+            at(u, 0) < at("g-1", 1),
+            "{u} waited behind the group: {order:?}"
+        );
+    }
+    let pos = |id: &str| delivered.iter().position(|d| d == id).unwrap();
+    assert!(
+        pos("g-1") < pos("g-2") && pos("g-2") < pos("g-3"),
+        "{delivered:?}"
+    );
 }

@@ -48,7 +48,8 @@ pub struct ClientConfig {
     pub connection: Config,
     /// How many connections share the queue (each with its own window). Default 1.
     pub connections: usize,
-    /// Messages waiting for a window slot before `send` blocks. Default 10,000.
+    /// Messages waiting for a window slot before `send` blocks (scheduled
+    /// retries and held ordered-group members included). Default 10,000.
     pub queue_capacity: usize,
     /// How upstream messages and receipts are acked. Default [`AckMode::Auto`].
     pub ack_mode: AckMode,
@@ -461,8 +462,12 @@ pub struct Metrics {
     pub duplicates: u64,
     /// Messages sent and waiting for ack/nack, all connections.
     pub pending: u64,
-    /// Messages waiting for a window slot (incl. scheduled retries).
+    /// Messages waiting for a window slot (incl. scheduled retries and
+    /// ordered-group members waiting for the one before them).
     pub queued: u64,
+    /// Of `queued`, the ordered-group members waiting for the one before
+    /// them to get its outcome.
+    pub held: u64,
 }
 
 /// Why `send` gave the message back.
@@ -575,6 +580,11 @@ impl Iterator for Events {
 ///     }
 /// }
 /// assert!(client.shutdown(Duration::from_secs(5)).is_empty());
+/// # emulator.shutdown();
+/// # mod judge { include!("../../tests/common/judge_core.rs"); }
+/// # let bytes = emulator.client_bytes();
+/// # assert!(!bytes.is_empty() && bytes.iter().all(|r| r.complete));
+/// # judge::check_all(bytes.iter().map(|r| (format!("{:?}", r.conn), &r.bytes[..]))).unwrap();
 /// # }
 /// ```
 #[derive(Clone)]
@@ -659,6 +669,13 @@ impl Client {
     }
 
     /// Queues a message, waiting up to `send_timeout` for queue space; returns its id.
+    ///
+    /// Messages with the same [`Message::group`] key go to CCS strictly one
+    /// after another, in the order `send` accepted them: the next is written
+    /// only once the previous one has its final outcome (delivered, rejected
+    /// or returned), through every retry, resend and reconnect. Meanwhile
+    /// other groups and ungrouped messages flow on; the waiting members count
+    /// against [`ClientConfig::queue_capacity`].
     ///
     /// # Errors
     /// [`SendError`] with the message handed back: invalid, queue full, or closed.

@@ -129,3 +129,54 @@ fn validate_names_field() {
         }
     ));
 }
+
+#[test]
+fn names_that_reach_the_wire_are_checked() {
+    // Each of these would put a character XML 1.0 forbids (or markup) into the stream
+    // header, the auth payload's JID or the bind request.
+    let field_of = |c: Config| match c.validate() {
+        Err(Error::InvalidConfig { field, .. }) => Some(field),
+        _ => None,
+    };
+    let ok = Config::new("123", "k");
+    for domain in [
+        "",
+        "gcm.googleapis.com\u{1}",
+        "a b.com",
+        "a\"b.com",
+        "a..b",
+        "x.com.",
+        "a<b>.com",
+        "ex\u{e9}.com",
+    ] {
+        let c = ok.clone().domain(domain);
+        assert_eq!(field_of(c), Some("domain"), "{domain:?}");
+    }
+    for resource in [
+        "",
+        "r\u{1}",
+        "r\u{7f}",
+        "r\u{fffe}",
+        "a<b",
+        &"r".repeat(1024),
+    ] {
+        let c = ok.clone().resource(resource);
+        assert_eq!(field_of(c), Some("resource"), "{resource:?}");
+    }
+    for sender in ["1\u{0}", "1\u{1b}2", "1 2", "a@b"] {
+        assert_eq!(
+            field_of(Config::new(sender, "k")),
+            Some("sender_id"),
+            "{sender:?}"
+        );
+    }
+    for domain in [
+        "gcm.googleapis.com",
+        "localhost",
+        "fcm-xmpp.googleapis.com",
+        "a1.b-2.c",
+    ] {
+        assert_eq!(field_of(ok.clone().domain(domain)), None, "{domain:?}");
+    }
+    assert_eq!(field_of(ok.clone().resource("app-server \u{e9} 1")), None);
+}

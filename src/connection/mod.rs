@@ -51,6 +51,11 @@ pub type TlsTcpStream = TlsStream<TcpStream>;
 /// let event = conn.recv_event(Some(Duration::from_secs(5))).unwrap().unwrap();
 /// assert!(matches!(event, Event::Ack(ref a) if a.message_id == id));
 /// conn.close().unwrap();
+/// # emulator.shutdown();
+/// # mod judge { include!("../../tests/common/judge_core.rs"); }
+/// # let bytes = emulator.client_bytes();
+/// # assert!(!bytes.is_empty() && bytes.iter().all(|r| r.complete));
+/// # judge::check_all(bytes.iter().map(|r| (format!("{:?}", r.conn), &r.bytes[..]))).unwrap();
 /// # }
 /// ```
 pub struct Connection<S> {

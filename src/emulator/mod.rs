@@ -81,6 +81,11 @@ const CERT_PEM: &[u8] = include_bytes!("testdata/cert.pem");
 /// The matching private key (PKCS#8 PEM). Public on purpose: it protects nothing.
 const KEY_PEM: &[u8] = include_bytes!("testdata/key.pem");
 
+/// How many bytes clients write an emulator records by default (over all connections), so
+/// that a test can judge the client's wire with its own parser; see
+/// [`EmulatorBuilder::record_client_bytes`].
+pub const DEFAULT_RECORD_BYTES: usize = 256 * 1024;
+
 /// Most answers a connection holds back under [`Emulator::set_ack_delay`]; a client that
 /// pushes past this (ten times the CCS window) gets a `policy-violation` stream error.
 pub const MAX_DELAYED: usize = 1000;
@@ -352,7 +357,7 @@ impl Default for EmulatorBuilder {
             max_connections: 1000,
             poll: Duration::from_millis(5),
             observer: None,
-            record_client_bytes: 0,
+            record_client_bytes: DEFAULT_RECORD_BYTES,
             identity: None,
         }
     }
@@ -442,7 +447,7 @@ impl EmulatorBuilder {
     }
 
     /// Record every byte clients write, up to `max_bytes` over all connections together
-    /// (default 0: off). Read the recordings with [`Emulator::client_bytes`]; a test can pass
+    /// (default [`DEFAULT_RECORD_BYTES`]; 0: off). Read the recordings with [`Emulator::client_bytes`]; a test can pass
     /// them through an XML parser of its own to judge the client's wire independently of
     /// this emulator's reader. The recordings hold the SASL exchange, so the server key in
     /// base64: keep them out of logs.

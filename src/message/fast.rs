@@ -31,6 +31,8 @@ pub(crate) fn from_json(text: &str) -> Option<Message> {
         dry_run: None,
         data: Vec::new(),
         notification: None,
+        // Client-side only: never in the JSON.
+        group: None,
     };
     let mut message_id = None;
     let mut keys: [&str; MAX_KEYS] = [""; MAX_KEYS];

@@ -634,3 +634,26 @@ fn from_json_accepts_nulls_as_absent_and_integral_floats() {
     assert_eq!(m.get_collapse_key(), None);
     assert_eq!(m.get_time_to_live(), Some(600));
 }
+
+#[test]
+fn a_group_key_is_client_side_only_and_bounded() {
+    let plain = Message::to("T").message_id("m").data("k", "v");
+    let grouped = plain.clone().group("orders-42");
+    assert_eq!(grouped.get_group(), Some("orders-42"));
+    assert_eq!(plain.get_group(), None);
+    assert_eq!(plain.clone().group("").get_group(), None, "empty: no group");
+    // Never on the wire: the JSON and the whole stanza are the same bytes.
+    assert_eq!(grouped.to_json(), plain.to_json());
+    let (mut a, mut b, mut scratch) = (String::new(), String::new(), String::new());
+    crate::wire::message(&mut a, &grouped, &mut scratch);
+    crate::wire::message(&mut b, &plain, &mut scratch);
+    assert_eq!(a, b);
+    assert!(!a.contains("orders-42"));
+    // 256 bytes are fine, 257 are not (bytes, not chars).
+    assert!(plain.clone().group("g".repeat(256)).validate().is_ok());
+    assert_eq!(
+        field(plain.clone().group("g".repeat(257)).validate()),
+        "group"
+    );
+    assert_eq!(field(plain.group("é".repeat(129)).validate()), "group");
+}
