@@ -28,8 +28,11 @@ use crate::message::ACK_STANZA_ID_PREFIX;
 use crate::xml::Element;
 
 use crate::ns::{CLIENT as NS_CLIENT, GCM as NS_GCM, STANZAS as NS_STANZAS};
+
+mod fast;
+pub(crate) use fast::Settlement;
 /// The `message_id` prefix of delivery receipts.
-const RECEIPT_PREFIX: &str = "dr2:";
+pub(crate) const RECEIPT_PREFIX: &str = "dr2:";
 
 /// A NACK error code, typed, with unknown codes kept by name.
 ///
@@ -399,104 +402,7 @@ fn lenient<T>(r: Result<Option<T>, FieldError>, what: &str) -> Option<T> {
     })
 }
 
-/// An ack or nack read without a value tree, borrowing its strings from the
-/// JSON text: the fast path of [`Event::from_json`] for the payloads CCS
-/// sends most. Only flat objects of plain strings
-/// ([`json::scan_flat`]) with `message_type` `ack` or `nack` and a
-/// `message_id` qualify; [`Settlement::into_event`] then gives exactly the
-/// event the general path would.
-#[derive(Debug)]
-pub(crate) enum Settlement<'a> {
-    Ack {
-        message_id: &'a str,
-        from: Option<&'a str>,
-        registration_id: Option<&'a str>,
-    },
-    Nack {
-        message_id: &'a str,
-        from: Option<&'a str>,
-        error: Option<&'a str>,
-        description: Option<&'a str>,
-    },
-}
-
-impl<'a> Settlement<'a> {
-    /// The fast path's reading of `text` (trimmed), or `None` for the general path.
-    pub(crate) fn scan(text: &'a str) -> Option<Self> {
-        let f = json::scan_flat(text)?;
-        let message_id = f.get("message_id")?;
-        match f.get("message_type")? {
-            "ack" => Some(Settlement::Ack {
-                message_id,
-                from: f.get("from"),
-                registration_id: f.get("registration_id"),
-            }),
-            "nack" => Some(Settlement::Nack {
-                message_id,
-                from: f.get("from"),
-                error: f.get("error"),
-                description: f.get("error_description"),
-            }),
-            _ => None,
-        }
-    }
-
-    /// The acked or nacked message id.
-    pub(crate) fn message_id(&self) -> &'a str {
-        match self {
-            Settlement::Ack { message_id, .. } | Settlement::Nack { message_id, .. } => message_id,
-        }
-    }
-
-    /// True if this settles a downstream message (a `BAD_ACK` nack does not:
-    /// it becomes [`Event::AckRefused`]).
-    pub(crate) fn settles(&self) -> bool {
-        !matches!(
-            self,
-            Settlement::Nack {
-                error: Some("BAD_ACK"),
-                ..
-            }
-        )
-    }
-
-    /// The event, with `message_id` (equal to [`Self::message_id`]) already owned.
-    pub(crate) fn into_event(self, message_id: String) -> Event {
-        match self {
-            Settlement::Ack {
-                from,
-                registration_id,
-                ..
-            } => Event::Ack(Ack {
-                message_id,
-                from: owned(from),
-                registration_id: owned(registration_id),
-            }),
-            Settlement::Nack {
-                from,
-                error,
-                description,
-                ..
-            } => {
-                let nack = Nack {
-                    message_id,
-                    from: owned(from),
-                    code: error.map_or(NackCode::Other(String::new()), NackCode::from_code),
-                    description: owned(description),
-                };
-                if nack.code == NackCode::BadAck {
-                    return Event::AckRefused(AckRefused {
-                        message_id: Some(nack.message_id.clone()),
-                        reason: AckRefusal::Nack(nack),
-                    });
-                }
-                Event::Nack(nack)
-            }
-        }
-    }
-}
-
-fn owned(s: Option<&str>) -> Option<String> {
+pub(crate) fn owned(s: Option<&str>) -> Option<String> {
     s.map(str::to_owned)
 }
 
@@ -525,6 +431,9 @@ impl Event {
         if let Some(s) = Settlement::scan(text) {
             let id = s.message_id().to_owned();
             return Ok(s.into_event(id));
+        }
+        if let Some(event) = fast::inbound(text) {
+            return Ok(event);
         }
         Event::from_json_tree(text)
     }

@@ -117,3 +117,86 @@ fn takes_acks_and_nacks_as_ccs_sends_them() {
         assert!(Settlement::scan(text).is_none(), "{text}");
     }
 }
+
+/// A random upstream message or receipt, mostly well-typed, often not.
+fn inbound_payload(r: &mut Rng) -> String {
+    const KEYS: &[&str] = &[
+        "\"from\"",
+        "\"message_id\"",
+        "\"category\"",
+        "\"data\"",
+        "\"time_to_live\"",
+        "\"message_type\"",
+        "\"x\"",
+        "\"from\"",
+    ];
+    const VALUES: &[&str] = &[
+        "\"tok\"",
+        "\"dr2:m-1\"",
+        "\"com.example\"",
+        "\"receipt\"",
+        "600",
+        "0",
+        "\"\"",
+        "\"caf\u{e9}\"",
+        "\"a\\nb\"",
+        "null",
+        "true",
+        "-3",
+        "1e3",
+        "\"control\"",
+        "\"ack\"",
+        "[1]",
+    ];
+    const DATA: &[&str] = &[
+        "{\"k\":\"v\",\"a\":\"b\"}",
+        "{}",
+        "{\"message_status\":\"MESSAGE_SENT_TO_DEVICE\",\"original_message_id\":\"m-1\",\
+         \"device_registration_id\":\"tok\",\"message_sent_timestamp\":\"1440000000000\"}",
+        "{\"message_sent_timestamp\":\" 12 \"}",
+        "{\"message_sent_timestamp\":\"x\"}",
+        "{\"message_sent_timestamp\":12}",
+        "{\"k\":\"1\",\"k\":\"2\"}",
+        "{\"k\":{\"n\":\"x\"}}",
+        "\"notanobject\"",
+    ];
+    let mut s = String::from("{");
+    for i in 0..1 + r.below(6) {
+        if i > 0 {
+            s.push(',');
+        }
+        let key = match i {
+            0 if r.below(6) > 0 => "\"from\"",
+            1 if r.below(6) > 0 => "\"message_id\"",
+            _ => r.mostly(6, KEYS),
+        };
+        s.push_str(key);
+        s.push(':');
+        s.push_str(match key {
+            "\"data\"" => r.mostly(4, DATA),
+            "\"message_type\"" if r.below(3) > 0 => "\"receipt\"",
+            "\"time_to_live\"" if r.below(3) > 0 => "600",
+            _ => r.mostly(4, VALUES),
+        });
+    }
+    s.push_str(r.mostly(1, &["}", "}}", ""]));
+    s
+}
+
+#[test]
+fn upstream_and_receipts_agree_with_the_value_tree() {
+    let mut r = Rng(0x1357_9BDF_2468_ACE0);
+    let (mut fast, mut receipts) = (0, 0);
+    for _ in 0..50_000 {
+        let text = inbound_payload(&mut r);
+        let tree = Event::from_json_tree(&text);
+        assert_eq!(Event::from_json(&text), tree, "{text:?}");
+        if let Some(ev) = super::fast::inbound(&text) {
+            fast += 1;
+            receipts += ev.is_receipt() as usize;
+            assert_eq!(Ok(&ev), tree.as_ref(), "{text:?}");
+        }
+    }
+    assert!(fast > 3_000, "only {fast} payloads took the fast path");
+    assert!(receipts > 500, "only {receipts} receipts took the fast path");
+}
