@@ -198,5 +198,8 @@ fn upstream_and_receipts_agree_with_the_value_tree() {
         }
     }
     assert!(fast > 3_000, "only {fast} payloads took the fast path");
-    assert!(receipts > 500, "only {receipts} receipts took the fast path");
+    assert!(
+        receipts > 500,
+        "only {receipts} receipts took the fast path"
+    );
 }
