@@ -95,7 +95,8 @@
 //!
 //! # MSRV
 //!
-//! Rust 1.80 (the `rust-version` in `Cargo.toml`, set by `native-tls`). Raising
+//! Rust 1.89 (the `rust-version` in `Cargo.toml`, set by `std::fs::File::try_lock`,
+//! which the [`journal`] uses for its lock). Raising
 //! it is a minor-version change.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -108,6 +109,7 @@ mod connection;
 pub mod emulator;
 mod error;
 pub mod event;
+pub mod journal;
 mod json;
 pub mod message;
 #[cfg(test)]

@@ -264,7 +264,7 @@ fn trickling_tls_handshake_is_a_tls_timeout() {
     // A TLS handshake record announcing 16 KiB, then one byte every 50 ms: every read
     // returns something, so only a deadline over the whole TLS handshake ends it.
     let mut record = vec![0x16, 0x03, 0x03, 0x40, 0x00];
-    record.extend(std::iter::repeat(0u8).take(16 * 1024));
+    record.extend(std::iter::repeat_n(0u8, 16 * 1024));
     let err = connect_err(vec![
         until("\u{16}\u{3}"),
         Step::Trickle {

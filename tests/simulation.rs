@@ -581,7 +581,7 @@ impl Sim {
             }
             // Deliver what is due, in order.
             while let Some(c) = self.conns.get_mut(&id) {
-                if !c.to_client.front().is_some_and(|(t, _)| *t <= now) {
+                if c.to_client.front().is_none_or(|(t, _)| *t > now) {
                     break;
                 }
                 let (_, ev) = c.to_client.pop_front().unwrap();
@@ -880,7 +880,7 @@ impl Sim {
                         let t = now + self.rng.ms(5, 100);
                         (
                             deadline.map_or(t, |d| d.min(t)),
-                            deadline.map_or(true, |d| t < d),
+                            deadline.is_none_or(|d| t < d),
                         )
                     };
                     self.connecting.insert(slot, (at, ok, deadline.is_some()));

@@ -179,7 +179,7 @@ fn random_string(rng: &mut Rng) -> String {
     let mut s = String::new();
     for _ in 0..len {
         let r = rng.next();
-        if r % 3 == 0 {
+        if r.is_multiple_of(3) {
             // Any scalar value but U+0000.
             let c = loop {
                 let v = (rng.next() % 0x11_0000) as u32;
