@@ -160,7 +160,7 @@ mod tests {
                     seed ^= seed >> 7;
                     seed ^= seed << 17;
                     // Mostly plain bytes, so matches land at every position.
-                    if seed % 6 == 0 {
+                    if seed.is_multiple_of(6) {
                         alphabet[(seed >> 8) as usize % alphabet.len()]
                     } else {
                         b'a' + (seed >> 16) as u8 % 26
