@@ -166,7 +166,12 @@ fn check_fast_path(input: &ReaderInput<'_>, expected: &Outcome) {
         }
     }
     assert_eq!(end, expected.1, "fast path, chunked {:?}", input.sizes);
-    assert_eq!(got.len(), expected.0.len(), "fast path, chunked {:?}", input.sizes);
+    assert_eq!(
+        got.len(),
+        expected.0.len(),
+        "fast path, chunked {:?}",
+        input.sizes
+    );
     for (g, e) in got.iter().zip(&expected.0) {
         match (g, e) {
             (Ok(p), e) => assert_eq!(p, e),
