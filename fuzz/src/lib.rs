@@ -134,7 +134,7 @@ fn check_fast_path(input: &ReaderInput<'_>, expected: &Outcome) {
     let mut r = StanzaReader::new(input.limits);
     let mut got: Vec<Result<Packet, (Option<String>, String)>> = Vec::new();
     let (mut rest, mut k) = (input.stream, 0);
-    let mut end = Ok(());
+    let end;
     'feed: loop {
         let want = input.sizes[k % input.sizes.len()];
         k += 1;
