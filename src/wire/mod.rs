@@ -10,8 +10,7 @@
 use crate::event::write_ack_json;
 use crate::message::{Message, ACK_STANZA_ID_PREFIX};
 use crate::ns;
-use crate::xml::search::find_markup;
-use crate::xml::{escape_attr, escape_text};
+use crate::xml::{append_json_text, escape_attr, escape_text};
 
 /// The stanza `id` of our resource-bind request.
 pub(crate) const BIND_ID: &str = "bind1";
@@ -103,18 +102,8 @@ pub(crate) fn message(out: &mut String, message: &Message, json: &mut String) {
     out.push_str("><gcm");
     attr(out, "xmlns", ns::GCM);
     out.push('>');
-    // The JSON writer escapes every control character and U+FFFE/U+FFFF, so
-    // of what XML text escapes only `&`, `<` and `>` can occur in its output:
-    // it goes straight into `out`, and only a payload holding one of those
-    // is escaped again, through `json`.
-    let from = out.len();
-    message.write_json(out);
-    if find_markup(&out.as_bytes()[from..]).is_some() {
-        json.clear();
-        json.push_str(&out[from..]);
-        out.truncate(from);
-        escape_text(json, out);
-    }
+    // Straight into `out`; escaped through `json` only if it holds `&`, `<` or `>`.
+    append_json_text(out, json, |out| message.write_json(out));
     out.push_str("</gcm></message>");
 }
 

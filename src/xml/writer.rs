@@ -13,7 +13,9 @@
 //! escapes controls and U+FFFE/U+FFFF itself, so payloads and acks never contain
 //! them.
 
-use super::search::{find_control_or_ef, find_xml_attr_special, find_xml_text_special};
+use super::search::{
+    find_control_or_ef, find_markup, find_xml_attr_special, find_xml_text_special,
+};
 use super::{Element, Node};
 
 /// Appends `text` escaped for XML character data.
@@ -70,6 +72,28 @@ pub fn write_element(el: &Element, parent_ns: &str, out: &mut String) {
     out.push_str("</");
     out.push_str(el.name());
     out.push('>');
+}
+
+/// Appends JSON text that `write` appends, escaped for XML character data,
+/// without a copy in the common case: `write` writes straight into `out`,
+/// and only output holding `&`, `<` or `>` is moved to `scratch` and escaped
+/// back. `write` must produce what the crate's JSON writer produces: no
+/// control characters, no U+FFFE/U+FFFF (it escapes them), so that `&`, `<`
+/// and `>` are all [`escape_text`] would change.
+pub(crate) fn append_json_text(
+    out: &mut String,
+    scratch: &mut String,
+    write: impl FnOnce(&mut String),
+) {
+    let from = out.len();
+    write(out);
+    if find_markup(&out.as_bytes()[from..]).is_some() {
+        scratch.clear();
+        scratch.push_str(&out[from..]);
+        out.truncate(from);
+        escape_text(scratch, out);
+    }
+    debug_assert!(first_forbidden_char(&out[from..]).is_none());
 }
 
 /// True for the characters XML 1.0 allows in a document (its `Char` production):

@@ -246,9 +246,9 @@ impl Session {
     /// </message>` (ACK, NACK, control).
     pub(super) fn write_data_gcm(&mut self, event: &Event) {
         let mut json = std::mem::take(&mut self.json);
-        json.clear();
-        write_event_json(event, &mut json);
-        self.with_xml(|x, _| wire::data_gcm_message(x, &json));
+        self.with_xml(|x, _| {
+            wire::data_gcm_message_with(x, &mut json, |x| write_event_json(event, x))
+        });
         self.json = json;
     }
 
