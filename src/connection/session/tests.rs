@@ -295,3 +295,21 @@ fn stream_errors_and_a_second_header_close() {
     ));
     assert!(s.is_closed());
 }
+
+/// The pending set's hasher spreads ids that differ in one character (in the
+/// eight-byte words and in the tail) over the table, so the set stays fast.
+#[test]
+fn id_hasher_spreads_similar_ids() {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    let b = BuildHasherDefault::<super::IdHasher>::default();
+    let mut top = std::collections::HashSet::new();
+    let mut low = std::collections::HashSet::new();
+    for i in 0..1_000u32 {
+        let h = b.hash_one(format!("fx-3f9a1c0d5e7b2a64-{i}"));
+        top.insert(h >> 57);
+        low.insert(h & 0x3ff);
+    }
+    // 7-bit control tags and 10 low bits: nearly all values taken.
+    assert!(top.len() > 100, "{} tags", top.len());
+    assert!(low.len() > 500, "{} buckets", low.len());
+}
