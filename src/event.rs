@@ -28,8 +28,11 @@ use crate::message::ACK_STANZA_ID_PREFIX;
 use crate::xml::Element;
 
 use crate::ns::{CLIENT as NS_CLIENT, GCM as NS_GCM, STANZAS as NS_STANZAS};
+
+mod fast;
+pub(crate) use fast::Settlement;
 /// The `message_id` prefix of delivery receipts.
-const RECEIPT_PREFIX: &str = "dr2:";
+pub(crate) const RECEIPT_PREFIX: &str = "dr2:";
 
 /// A NACK error code, typed, with unknown codes kept by name.
 ///
@@ -399,7 +402,7 @@ fn lenient<T>(r: Result<Option<T>, FieldError>, what: &str) -> Option<T> {
     })
 }
 
-fn owned(s: Option<&str>) -> Option<String> {
+pub(crate) fn owned(s: Option<&str>) -> Option<String> {
     s.map(str::to_owned)
 }
 
@@ -425,6 +428,19 @@ impl Event {
     /// not a JSON object.
     pub fn from_json(text: &str) -> Result<Event, ProtocolError> {
         let text = text.trim();
+        if let Some(s) = Settlement::scan(text) {
+            let id = s.message_id().to_owned();
+            return Ok(s.into_event(id));
+        }
+        if let Some(event) = fast::inbound(text) {
+            return Ok(event);
+        }
+        Event::from_json_tree(text)
+    }
+
+    /// [`Event::from_json`] through a `miniserde` value tree, whatever the
+    /// shape: the general path (`text` already trimmed).
+    pub(crate) fn from_json_tree(text: &str) -> Result<Event, ProtocolError> {
         let obj = json::parse_object(text).map_err(|e| ProtocolError::BadPayload {
             detail: format!("gcm payload is {e}"),
         })?;
@@ -723,3 +739,6 @@ fn parse_stanza_error(el: &Element) -> (StanzaError, bool) {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod settlement_tests;

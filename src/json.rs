@@ -14,21 +14,24 @@ use std::fmt;
 
 use miniserde::json::{Number, Object, Value};
 
+use crate::xml::search::find_json_special;
+
 /// Appends `s` as a JSON string literal (with quotes) to `out`.
 ///
 /// Escapes `"` and `\` and every control character (U+0000..U+001F): the
 /// short forms `\b \f \n \r \t`, the rest as `\u00XX`; and U+FFFE and U+FFFF, which
 /// XML 1.0 forbids in the `<gcm>` text the JSON travels in, as `\ufffe` and `\uffff`.
-/// Everything else, non-ASCII included, is copied through as UTF-8. Unescaped runs are copied
-/// with a single `push_str`.
+/// Everything else, non-ASCII included, is copied through as UTF-8. Unescaped runs are found a
+/// machine word at a time and copied with a single `push_str`.
 pub(crate) fn write_str(s: &str, out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.reserve(s.len() + 2);
     out.push('"');
     let bytes = s.as_bytes();
     let mut start = 0;
-    let mut i = 0;
-    while i < bytes.len() {
+    let mut from = 0;
+    while let Some(n) = find_json_special(&bytes[from..]) {
+        let i = from + n;
         let b = bytes[i];
         let (short, len) = match b {
             b'"' => ("\\\"", 1),
@@ -47,8 +50,9 @@ pub(crate) fn write_str(s: &str, out: &mut String) {
             0xEF if bytes.get(i + 1) == Some(&0xBF) && bytes.get(i + 2) == Some(&0xBF) => {
                 ("\\uffff", 3)
             }
+            // Another character led by 0xEF: copied through.
             _ => {
-                i += 1;
+                from = i + 1;
                 continue;
             }
         };
@@ -61,8 +65,8 @@ pub(crate) fn write_str(s: &str, out: &mut String) {
         } else {
             out.push_str(short);
         }
-        i += len;
-        start = i;
+        start = i + len;
+        from = start;
     }
     out.push_str(&s[start..]);
     out.push('"');
@@ -95,6 +99,173 @@ pub(crate) fn write_key(key: &str, first: &mut bool, out: &mut String) {
     *first = false;
     write_str(key, out);
     out.push(':');
+}
+
+/// Most fields [`scan_flat`] reads; objects with more take the general path.
+const MAX_FLAT: usize = 8;
+
+/// A JSON object whose values are all strings without escapes, borrowed
+/// from its text: the shape of every ack and nack CCS sends.
+#[derive(Debug)]
+pub(crate) struct Flat<'a> {
+    fields: [(&'a str, &'a str); MAX_FLAT],
+    len: usize,
+}
+
+impl<'a> Flat<'a> {
+    /// The value of `key`, if present.
+    pub(crate) fn get(&self, key: &str) -> Option<&'a str> {
+        self.fields[..self.len]
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|&(_, v)| v)
+    }
+}
+
+/// Reads `text` as a flat object of plain strings without building a value
+/// tree: `{"k":"v",...}` with JSON white space, at most 8 fields, distinct
+/// keys, and no backslash or control character in any key or value. `None`
+/// for anything else, valid JSON or not: the caller then parses it with
+/// [`parse_object`], which accepts everything this accepts, with the same
+/// keys and values.
+pub(crate) fn scan_flat(text: &str) -> Option<Flat<'_>> {
+    let mut flat = Flat {
+        fields: [("", ""); MAX_FLAT],
+        len: 0,
+    };
+    let mut lx = Lexer::new(text);
+    lx.object(|lx, key| {
+        let value = lx.string()?;
+        if flat.len == MAX_FLAT || flat.get(key).is_some() {
+            return None;
+        }
+        flat.fields[flat.len] = (key, value);
+        flat.len += 1;
+        Some(())
+    })?;
+    lx.end()?;
+    Some(flat)
+}
+
+/// A borrowing reader of the simple JSON the fast paths take: plain strings
+/// (no escapes, no controls), unsigned integers, booleans and objects of
+/// those. Every method returns `None` on anything else, valid JSON or not,
+/// so that the caller can fall back to [`parse_object`].
+pub(crate) struct Lexer<'a> {
+    text: &'a str,
+    i: usize,
+}
+
+impl<'a> Lexer<'a> {
+    pub(crate) fn new(text: &'a str) -> Self {
+        Lexer { text, i: 0 }
+    }
+
+    /// Skips JSON white space; the next byte, if any.
+    fn peek(&mut self) -> Option<u8> {
+        let b = self.text.as_bytes();
+        while matches!(b.get(self.i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.i += 1;
+        }
+        b.get(self.i).copied()
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.peek()? == c).then(|| self.i += 1)
+    }
+
+    /// Only white space is left.
+    pub(crate) fn end(&mut self) -> Option<()> {
+        self.peek().is_none().then_some(())
+    }
+
+    /// A string literal without escapes or controls: its contents.
+    pub(crate) fn string(&mut self) -> Option<&'a str> {
+        self.eat(b'"')?;
+        let b = self.text.as_bytes();
+        let from = self.i;
+        let mut at = from;
+        loop {
+            at += find_json_special(&b[at..])?;
+            match b[at] {
+                b'"' => break,
+                // A lead byte of some other character: fine here.
+                0xEF => at += 1,
+                _ => return None,
+            }
+        }
+        self.i = at + 1;
+        // Quotes are ASCII, so both ends are char boundaries.
+        self.text.get(from..at)
+    }
+
+    /// A non-negative integer without fraction or exponent that fits a `u64`.
+    pub(crate) fn uint(&mut self) -> Option<u64> {
+        self.peek()?;
+        let b = self.text.as_bytes();
+        let from = self.i;
+        while b.get(self.i).is_some_and(u8::is_ascii_digit) {
+            self.i += 1;
+        }
+        let digits = &self.text[from..self.i];
+        // JSON allows no leading zeros; a fraction or exponent goes the general way.
+        if digits.is_empty()
+            || (digits.len() > 1 && digits.starts_with('0'))
+            || matches!(b.get(self.i), Some(b'.' | b'e' | b'E'))
+        {
+            return None;
+        }
+        digits.parse().ok()
+    }
+
+    /// `true` or `false`.
+    pub(crate) fn boolean(&mut self) -> Option<bool> {
+        self.peek()?;
+        let rest = &self.text[self.i..];
+        let (v, n) = if rest.starts_with("true") {
+            (true, 4)
+        } else if rest.starts_with("false") {
+            (false, 5)
+        } else {
+            return None;
+        };
+        self.i += n;
+        Some(v)
+    }
+
+    /// Any plain string, integer or boolean, skipped.
+    pub(crate) fn scalar(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string().map(drop),
+            b't' | b'f' => self.boolean().map(drop),
+            _ => self.uint().map(drop),
+        }
+    }
+
+    /// An object: calls `field` with each key, the lexer just past its colon
+    /// (`field` reads the value). Duplicate keys are the caller's to refuse.
+    pub(crate) fn object(
+        &mut self,
+        mut field: impl FnMut(&mut Self, &'a str) -> Option<()>,
+    ) -> Option<()> {
+        self.eat(b'{')?;
+        if self.eat(b'}').is_some() {
+            return Some(());
+        }
+        loop {
+            let key = self.string()?;
+            self.eat(b':')?;
+            field(self, key)?;
+            match self.peek()? {
+                b',' => self.i += 1,
+                b'}' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
 }
 
 /// Why a text could not be taken as a JSON object.

@@ -117,6 +117,8 @@ mod mock;
 mod ns;
 pub mod protocol;
 mod stream;
+#[cfg(test)]
+mod test_rng;
 mod threads;
 mod time;
 mod transport;

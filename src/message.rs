@@ -687,6 +687,9 @@ impl Message {
     ///   `"delay_while_idle":"true"`), a non-string `data` value (`data`), an
     ///   unknown `priority`, and everything [`Message::validate`] refuses.
     pub fn from_json(text: &str) -> Result<Message, InvalidMessage> {
+        if let Some(m) = fast::from_json(text) {
+            return Ok(m);
+        }
         let obj =
             json::parse_object(text).map_err(|e| InvalidMessage::new("json", e.to_string()))?;
         Message::from_json_value(&obj)
@@ -878,5 +881,6 @@ fn validate_data(data: &[(String, String)]) -> Result<(), InvalidMessage> {
     Ok(())
 }
 
+pub(crate) mod fast;
 #[cfg(test)]
 mod tests;

@@ -11,7 +11,9 @@ use base64::Engine as _;
 use crate::config::Config;
 use crate::error::{Error, Phase, ProtocolError, Result, TlsError, TlsErrorKind};
 use crate::transport::{is_timeout, SetTimeout};
-use crate::xml::{escape_attr, Element, Packet, ReaderLimits, StanzaReader};
+use crate::xml::{
+    escape_attr, Element, GcmPayload, Packet, RawItem, RawPayload, ReaderLimits, StanzaReader,
+};
 
 use crate::ns::{
     BIND as NS_BIND, CLIENT as NS_CLIENT, SASL as NS_SASL, SESSION as NS_SESSION,
@@ -158,9 +160,29 @@ impl<S: Read + Write + SetTimeout> XmppStream<S> {
     /// `Ok(None)` when nothing complete arrived in time. EOF between stanzas
     /// is `Err(Closed)`; EOF inside one is `Err(Xml(Truncated))`.
     pub(crate) fn read_packet(&mut self, deadline: Option<Instant>) -> Result<Option<Packet>> {
+        self.read_next(deadline, Self::next_buffered)
+    }
+
+    /// As [`read_packet`](Self::read_packet), with CCS message stanzas of the
+    /// common shape as their payload's range ([`StanzaReader::next_item`]);
+    /// read it with [`payload`](Self::payload) before reading again.
+    pub(crate) fn read_item(&mut self, deadline: Option<Instant>) -> Result<Option<RawItem>> {
+        self.read_next(deadline, Self::next_buffered_item)
+    }
+
+    /// The text of a payload from [`read_item`](Self::read_item).
+    pub(crate) fn payload(&self, r: &RawPayload) -> Result<GcmPayload<'_>> {
+        self.reader.payload(r).map_err(Error::Xml)
+    }
+
+    fn read_next<T>(
+        &mut self,
+        deadline: Option<Instant>,
+        next: fn(&mut Self) -> Result<Option<T>>,
+    ) -> Result<Option<T>> {
         let mut tried = false;
         loop {
-            if let Some(p) = self.next_buffered()? {
+            if let Some(p) = next(self)? {
                 return Ok(Some(p));
             }
             if self.closed {
@@ -213,6 +235,28 @@ impl<S: Read + Write + SetTimeout> XmppStream<S> {
                     }
                 }
                 Ok(p)
+            }
+            Err(e) => {
+                self.closed = true;
+                Err(Error::Xml(e))
+            }
+        }
+    }
+
+    /// An item already buffered, without touching the socket.
+    fn next_buffered_item(&mut self) -> Result<Option<RawItem>> {
+        match self.reader.next_raw_item() {
+            Ok(item) => {
+                if log::log_enabled!(log::Level::Trace) {
+                    match &item {
+                        Some(RawItem::Packet(p)) => trace_packet(p),
+                        Some(RawItem::GcmPayload(r)) => {
+                            log::trace!("recv gcm payload: {:?}", self.reader.payload(r))
+                        }
+                        None => {}
+                    }
+                }
+                Ok(item)
             }
             Err(e) => {
                 self.closed = true;

@@ -789,3 +789,54 @@ fn drain_still_acks_in_flight_messages() {
     );
     assert!(c.drained);
 }
+
+/// The emulator reads message stanzas of the common shape without an element tree, and
+/// valid downstream JSON in a simple form without a value tree; the same stanzas with a
+/// comment inside `<message>`, or a `null` field in the JSON (which keep them off those
+/// paths), must get byte-identical answers, for every kind of answer.
+#[test]
+fn fast_and_general_message_paths_answer_alike() {
+    let stanzas = [
+        downstream("f-1", "tok"),
+        "<message id=\"f-2\"><gcm xmlns=\"google:mobile:data\">{\"to\":\"tok\"}</gcm></message>"
+            .to_string(),
+        "<message id=\"f-3\"><gcm xmlns=\"google:mobile:data\">\
+         {\"to\":\"tok\",\"message_id\":\"f-3\",\"time_to_live\":\"600\"}</gcm></message>"
+            .to_string(),
+        "<message id='f-4'><gcm xmlns='google:mobile:data'>not json</gcm></message>".to_string(),
+        "<message><gcm xmlns=\"google:mobile:data\">\
+         {\"to\":\"tok\",\"message_id\":\"f-5\",\"data\":{\"x\":\"y\"}}</gcm></message>"
+            .to_string(),
+        "<message id=\"f-6\"><gcm xmlns=\"google:mobile:data\">\
+         {\"to\":\"dev\",\"message_id\":\"u-none\",\"message_type\":\"ack\"}</gcm></message>"
+            .to_string(),
+        "<message id=\"f-7\" type=\"normal\"><data:gcm xmlns:data=\"google:mobile:data\">\
+         {\"to\":\"tok\",\"message_id\":\"f-7\"}</data:gcm></message>"
+            .to_string(),
+    ];
+    let answers = |variant: u8| {
+        let emu = emulator();
+        let (mut raw, jid) = Raw::login(&emu);
+        let mut got = Vec::new();
+        for s in &stanzas {
+            let s = match variant {
+                0 => s.clone(),
+                1 => s.replacen("</message>", "<!-- general path --></message>", 1),
+                _ => s.replacen(">{\"", ">{\"unknown\":null,\"", 1),
+            };
+            raw.send(&s);
+            // Each connection has a JID of its own.
+            // Errors echo the payload: without the added field, it is the original.
+            let answer = raw.until("</message>").replace(&jid, "JID");
+            got.push(answer.replace("{\"unknown\":null,", "{"));
+        }
+        got
+    };
+    let fast = answers(0);
+    assert_eq!(fast, answers(1));
+    assert_eq!(fast, answers(2));
+    // The answers are the real ones: an ack, a 400, a nack, ...
+    assert!(fast[0].contains("\"message_type\":\"ack\""), "{}", fast[0]);
+    assert!(fast[1].contains("code=\"400\""), "{}", fast[1]);
+    assert!(fast[2].contains("INVALID_JSON"), "{}", fast[2]);
+}

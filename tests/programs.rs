@@ -33,58 +33,7 @@ const LIMIT: Duration = Duration::from_secs(15);
 // ---------------------------------------------------------------------------------------------
 // Running the programs
 
-/// `target/<profile>/examples/NAME`, next to this test's `deps` directory.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("the test binary is in target/<profile>/deps");
-    let path = dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.is_file(),
-        "example program {} not found: build the examples first \
-         (`cargo test --all-features` does; `cargo test --test programs` alone does not)",
-        path.display()
-    );
-    // `cargo test --test programs` does not rebuild the examples: say so if they look
-    // older than their sources (shown with the output of a failing test).
-    let built = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let newest = [root.join("examples"), root.join("src")]
-        .iter()
-        .filter_map(|d| newest_rs(d))
-        .max();
-    if let (Some(built), Some(newest)) = (built, newest) {
-        if newest > built {
-            eprintln!(
-                "note: {} is older than the sources; rebuild it with \
-                 `cargo build --examples --all-features`",
-                path.display()
-            );
-        }
-    }
-    path
-}
-
-/// The newest modification time of the `.rs` files under `dir`.
-fn newest_rs(dir: &std::path::Path) -> Option<std::time::SystemTime> {
-    let mut newest = None;
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        let t = if path.is_dir() {
-            newest_rs(&path)
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            entry.metadata().and_then(|m| m.modified()).ok()
-        } else {
-            None
-        };
-        newest = newest.max(t);
-    }
-    newest
-}
+use common::example;
 
 /// A file in the temp directory, removed on drop.
 struct TempFile(PathBuf);
@@ -1674,26 +1623,6 @@ fn as_run(snippet: &str, examples: &str, port: u16, tmp: &str) -> String {
     out
 }
 
-/// `text` matches `pattern`, where `…` in the pattern stands for any text.
-fn glob_match(pattern: &str, text: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('…').collect();
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if parts.len() == 1 {
-        return text == pattern;
-    }
-    if !text.starts_with(first) || !text[first.len()..].ends_with(last) {
-        return false;
-    }
-    let mut rest = &text[first.len()..text.len() - last.len()];
-    for mid in &parts[1..parts.len() - 1] {
-        match rest.find(mid) {
-            Some(at) => rest = &rest[at + mid.len()..],
-            None => return false,
-        }
-    }
-    true
-}
-
 /// Runs one snippet with bash in its own process group (killed whole if it overruns).
 fn run_snippet(script: &str) -> Finished {
     use std::os::unix::process::CommandExt;
@@ -1770,7 +1699,7 @@ fn the_readme_snippets_run_as_written() {
                 let mut unused: Vec<&str> = out.stdout.iter().map(String::as_str).collect();
                 for w in &want {
                     let w = w.replace(":5235", &format!(":{port}"));
-                    let at = unused.iter().position(|line| glob_match(&w, line));
+                    let at = unused.iter().position(|line| common::glob_match(&w, line));
                     let at = at.unwrap_or_else(|| panic!("no output line like {w:?}\n{context}"));
                     unused.remove(at);
                 }
@@ -1811,11 +1740,11 @@ impl Drop for TempDir {
 
 #[test]
 fn glob_match_is_strict_outside_the_ellipsis() {
-    assert!(glob_match("a…c", "abbbc"));
-    assert!(glob_match("{\"x\":…,\"y\":…}", "{\"x\":1,\"y\":2}"));
-    assert!(!glob_match("a…c", "abbb"));
-    assert!(!glob_match("abc", "abcd"));
-    assert!(glob_match("…", ""));
+    assert!(common::glob_match("a…c", "abbbc"));
+    assert!(common::glob_match("{\"x\":…,\"y\":…}", "{\"x\":1,\"y\":2}"));
+    assert!(!common::glob_match("a…c", "abbb"));
+    assert!(!common::glob_match("abc", "abcd"));
+    assert!(common::glob_match("…", ""));
 }
 
 #[test]

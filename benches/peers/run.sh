@@ -17,7 +17,7 @@ WORK=target/peers
 SENDER=123456789012
 KEY=bench-server-key
 CA=$PWD/src/emulator/testdata/cert.pem
-# The registration token bench.rs sends to (152 characters).
+# The registration token examples/bench sends to (152 characters).
 export BENCH_TOKEN="dQw4w9WgXcQ:APA91bHun4MxP5egoKMwt2KZFBaFUH-1RYqx1mUe3KbZ7vVnJq0HwXyTcLsP9aRfOe4uIgD8kNmB6jWtQpZr2xYs5vC1oL7hGdA3fEiMbU0nKwRqTz9ySaXcVjPlHgF4eDuI-Ox_Nk"
 
 cargo build -q --release --features emulator --example bench --example fcm_send

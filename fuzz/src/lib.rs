@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Read};
 
 use fcm_xmpp::event::write_ack_json;
-use fcm_xmpp::xml::{write_element, Element, Node, Packet, ReaderLimits, StanzaReader};
+use fcm_xmpp::xml::{write_element, Element, Item, Node, Packet, ReaderLimits, StanzaReader};
 use fcm_xmpp::{AckRefusal, Event, Message, Notification, Priority, XmlError};
 
 /// The stanza error in an event, and whether it came as a refused ack.
@@ -126,6 +126,66 @@ fn drain(r: &mut StanzaReader, out: &mut Vec<Packet>) -> Result<(), XmlError> {
     Ok(())
 }
 
+/// The fast path (`next_item`) on the input's chunking against the reference: the same
+/// packets and the same error, a payload only where the reference has a `<message>` in
+/// `jabber:client`, not `type="error"`, whose `<gcm>` has exactly that text and whose `id`
+/// is that id.
+fn check_fast_path(input: &ReaderInput<'_>, expected: &Outcome) {
+    let mut r = StanzaReader::new(input.limits);
+    let mut got: Vec<Result<Packet, (Option<String>, String)>> = Vec::new();
+    let (mut rest, mut k) = (input.stream, 0);
+    let end;
+    'feed: loop {
+        let want = input.sizes[k % input.sizes.len()];
+        k += 1;
+        let (chunk, tail) = rest.split_at(want.min(rest.len()));
+        rest = tail;
+        r.feed(chunk);
+        loop {
+            match r.next_item() {
+                Ok(Some(Item::Packet(p))) => {
+                    let restart = matches!(&p, Packet::Stanza(e) if e.is("success", NS_SASL));
+                    got.push(Ok(p));
+                    if restart {
+                        r.reset();
+                    }
+                }
+                Ok(Some(Item::GcmPayload(g))) => {
+                    got.push(Err((g.id.map(str::to_owned), g.json.to_owned())))
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    end = Err(e);
+                    break 'feed;
+                }
+            }
+        }
+        if chunk.is_empty() && rest.is_empty() {
+            end = r.finish();
+            break;
+        }
+    }
+    assert_eq!(end, expected.1, "fast path, chunked {:?}", input.sizes);
+    assert_eq!(
+        got.len(),
+        expected.0.len(),
+        "fast path, chunked {:?}",
+        input.sizes
+    );
+    for (g, e) in got.iter().zip(&expected.0) {
+        match (g, e) {
+            (Ok(p), e) => assert_eq!(p, e),
+            (Err((id, json)), Packet::Stanza(el)) => {
+                assert!(el.is("message", "jabber:client"), "{el:?}");
+                assert_ne!(el.attr("type"), Some("error"), "{el:?}");
+                let gcm = el.child("gcm", "google:mobile:data").expect("a gcm child");
+                assert_eq!((el.attr("id"), gcm.text()), (id.as_deref(), json.clone()));
+            }
+            (Err(g), e) => panic!("fast path gave {g:?} where the reference has {e:?}"),
+        }
+    }
+}
+
 /// The reference: the whole stream fed at once.
 pub fn read_whole(limits: ReaderLimits, stream: &[u8]) -> Outcome {
     let mut r = StanzaReader::new(limits);
@@ -229,6 +289,7 @@ pub fn check_reader(data: &[u8]) {
     let expected = read_whole(input.limits, input.stream);
     let got = read_chunked(&input);
     assert_eq!(got, expected, "chunked {:?}", input.sizes);
+    check_fast_path(&input, &expected);
     for p in &expected.0 {
         if let Packet::Stanza(el) = p {
             if rereadable(el) {

@@ -105,7 +105,8 @@ impl<S: Read + Write + SetTimeout + Send> Link for Connection<S> {
         Connection::jid(self)
     }
     fn send_buffered(&mut self, message: &Message) -> Result<()> {
-        Connection::send_buffered(self, message)
+        // The engine only holds messages `Client::send` validated.
+        self.send_validated(message)
     }
     fn ack_buffered(&mut self, to: &str, message_id: &str) -> Result<()> {
         self.ack_to(to, message_id)

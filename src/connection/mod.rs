@@ -23,7 +23,7 @@ use crate::event::Event;
 use crate::message::Message;
 use crate::stream::{self, XmppStream};
 use crate::transport::{self, SetTimeout};
-use crate::xml::Element;
+use crate::xml::{Element, RawItem};
 
 use session::Session;
 
@@ -234,7 +234,15 @@ impl<S: Read + Write + SetTimeout> Connection<S> {
     /// and [`Error::Closed`], each with nothing buffered.
     pub fn send_buffered(&mut self, message: &Message) -> Result<()> {
         self.check_open()?;
-        self.session.send(message)
+        self.session.send(message, false)
+    }
+
+    /// [`send_buffered`](Self::send_buffered) for a message that has passed
+    /// [`Message::validate`] already (the worker's: the application's
+    /// `send` validated it), so it is validated once, not twice.
+    pub(crate) fn send_validated(&mut self, message: &Message) -> Result<()> {
+        self.check_open()?;
+        self.session.send(message, true)
     }
 
     /// Writes everything buffered.
@@ -370,10 +378,16 @@ impl<S: Read + Write + SetTimeout> Connection<S> {
                 (Some(d), Some(t)) => Some(d.min(t)),
                 (d, t) => d.or(t),
             };
-            let packet = self.io.read_packet(wake);
+            let item = self.io.read_item(wake);
             self.session.read_at(self.io.last_read);
-            if let Some(p) = packet? {
-                let event = self.session.on_packet(p);
+            if let Some(item) = item? {
+                let event = match item {
+                    RawItem::Packet(p) => self.session.on_packet(p),
+                    RawItem::GcmPayload(r) => match self.io.payload(&r) {
+                        Ok(p) => self.session.on_gcm(p.json),
+                        Err(e) => Err(e),
+                    },
+                };
                 // A pong or other answer queued by the packet goes out now.
                 if self.session.has_output() && !self.is_closed() {
                     self.flush()?;

@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 
 use crate::event::{Control, ControlKind, Event, Receipt, StanzaError, Upstream};
-use crate::xml::{escape_attr, escape_text, write_element};
+use crate::xml::{append_json_text, escape_attr, escape_text, write_element};
 
 pub(crate) use crate::ns::{
     BIND as NS_BIND, CLIENT as NS_CLIENT, GCM as NS_GCM, PING as NS_PING, ROSTER as NS_ROSTER,
@@ -288,9 +288,20 @@ pub(crate) fn iq_error(out: &mut String, id: Option<&str>, error_type: &str, con
 
 /// ACK, NACK and control: `<message><data:gcm xmlns:data="google:mobile:data">JSON</data:gcm>
 /// </message>`, prefixed, no `id`, no `type` (observed wire form).
+#[cfg(test)]
 pub(crate) fn data_gcm_message(out: &mut String, json: &str) {
+    data_gcm_message_with(out, &mut String::new(), |out| out.push_str(json));
+}
+
+/// [`data_gcm_message`] with the JSON written by `write` straight into `out`
+/// ([`append_json_text`]: it must be the crate's JSON writer's output).
+pub(crate) fn data_gcm_message_with(
+    out: &mut String,
+    scratch: &mut String,
+    write: impl FnOnce(&mut String),
+) {
     out.push_str("<message><data:gcm xmlns:data=\"google:mobile:data\">");
-    escape_text(json, out);
+    append_json_text(out, scratch, write);
     out.push_str("</data:gcm></message>");
 }
 

@@ -203,3 +203,45 @@ fn duplicate_keys_last_wins() {
     let o = obj(r#"{"a":"1","a":"2"}"#);
     assert_eq!(opt_str(&o, "a"), Ok(Some("2")));
 }
+
+/// The string writer as first written, a character at a time: the
+/// definition the word-at-a-time search must reproduce exactly.
+fn write_str_charwise(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\u{0}'..='\u{1f}' => out.push_str(&format!("\\u{:04x}", c as u32)),
+            '\u{FFFE}' => out.push_str("\\ufffe"),
+            '\u{FFFF}' => out.push_str("\\uffff"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[test]
+fn write_str_agrees_with_the_charwise_definition() {
+    let mut r = crate::test_rng::Rng(0x0123_4567_89AB_CDEF);
+    for _ in 0..20_000 {
+        let s = r.text(40);
+        assert_eq!(w(&s), write_str_charwise(&s), "{s:?}");
+        // And it reads back as the same string.
+        let text = w(&s);
+        assert_eq!(
+            parse(&text).ok().and_then(|v| match v {
+                Value::String(t) => Some(t),
+                _ => None,
+            }),
+            Some(s.clone()),
+            "{s:?}"
+        );
+    }
+}

@@ -10,7 +10,7 @@
 use crate::event::write_ack_json;
 use crate::message::{Message, ACK_STANZA_ID_PREFIX};
 use crate::ns;
-use crate::xml::{escape_attr, escape_text};
+use crate::xml::{append_json_text, escape_attr, escape_text};
 
 /// The stanza `id` of our resource-bind request.
 pub(crate) const BIND_ID: &str = "bind1";
@@ -97,12 +97,14 @@ fn gcm_payload(out: &mut String, json: &str) {
 /// space (cleared, then reused). The message must have passed
 /// [`Message::validate`].
 pub(crate) fn message(out: &mut String, message: &Message, json: &mut String) {
-    json.clear();
-    message.write_json(json);
     out.push_str("<message");
     attr(out, "id", message.id());
+    out.push_str("><gcm");
+    attr(out, "xmlns", ns::GCM);
     out.push('>');
-    gcm_payload(out, json);
+    // Straight into `out`; escaped through `json` only if it holds `&`, `<` or `>`.
+    append_json_text(out, json, |out| message.write_json(out));
+    out.push_str("</gcm></message>");
 }
 
 /// The ack of an upstream message or receipt: `<message id="fx-ack-SEQ"><gcm

@@ -127,3 +127,25 @@ fn every_stanza_is_well_formed_xml() {
     }
     assert!(ended);
 }
+
+/// `message` writes the JSON straight into the output; it must equal the
+/// JSON written apart and then escaped as XML text, whatever the payload.
+#[test]
+fn message_equals_json_escaped_as_text() {
+    let mut r = crate::test_rng::Rng(0x5EED_0F0A_115A_1E00);
+    let (mut out, mut json) = (String::new(), String::new());
+    for _ in 0..5_000 {
+        let mut m = Message::to(r.text(20)).message_id(r.text(10));
+        for _ in 0..r.below(4) {
+            m = m.data(r.text(8), r.text(30));
+        }
+        out.clear();
+        message(&mut out, &m, &mut json);
+        let mut want = String::from("<message id=\"");
+        escape_attr(m.id(), &mut want);
+        want.push_str("\"><gcm xmlns=\"google:mobile:data\">");
+        escape_text(&m.to_json(), &mut want);
+        want.push_str("</gcm></message>");
+        assert_eq!(out, want);
+    }
+}

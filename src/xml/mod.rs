@@ -3,9 +3,11 @@
 
 mod element;
 mod reader;
+pub(crate) mod search;
 mod writer;
 
 pub use element::{Element, Node};
-pub use reader::{Packet, ReaderLimits, StanzaReader};
+pub use reader::{GcmPayload, Item, Packet, ReaderLimits, StanzaReader};
+pub(crate) use reader::{RawItem, RawPayload};
+pub(crate) use writer::{append_json_text, first_forbidden_char, is_xml_char};
 pub use writer::{escape_attr, escape_text, write_element};
-pub(crate) use writer::{first_forbidden_char, is_xml_char};

@@ -13,6 +13,9 @@
 //! escapes controls and U+FFFE/U+FFFF itself, so payloads and acks never contain
 //! them.
 
+use super::search::{
+    find_control_or_ef, find_markup, find_xml_attr_special, find_xml_text_special,
+};
 use super::{Element, Node};
 
 /// Appends `text` escaped for XML character data.
@@ -71,6 +74,28 @@ pub fn write_element(el: &Element, parent_ns: &str, out: &mut String) {
     out.push('>');
 }
 
+/// Appends JSON text that `write` appends, escaped for XML character data,
+/// without a copy in the common case: `write` writes straight into `out`,
+/// and only output holding `&`, `<` or `>` is moved to `scratch` and escaped
+/// back. `write` must produce what the crate's JSON writer produces: no
+/// control characters, no U+FFFE/U+FFFF (it escapes them), so that `&`, `<`
+/// and `>` are all [`escape_text`] would change.
+pub(crate) fn append_json_text(
+    out: &mut String,
+    scratch: &mut String,
+    write: impl FnOnce(&mut String),
+) {
+    let from = out.len();
+    write(out);
+    if find_markup(&out.as_bytes()[from..]).is_some() {
+        scratch.clear();
+        scratch.push_str(&out[from..]);
+        out.truncate(from);
+        escape_text(scratch, out);
+    }
+    debug_assert!(first_forbidden_char(&out[from..]).is_none());
+}
+
 /// True for the characters XML 1.0 allows in a document (its `Char` production):
 /// tab, LF, CR, U+0020..=U+D7FF, U+E000..=U+FFFD and U+10000 up. Surrogates cannot
 /// occur in a Rust `char`, so this only refuses the other C0 controls, U+FFFE and U+FFFF.
@@ -80,27 +105,22 @@ pub(crate) const fn is_xml_char(c: char) -> bool {
 
 /// The first character of `s` that XML 1.0 forbids, if any.
 pub(crate) fn first_forbidden_char(s: &str) -> Option<char> {
-    // Fast path: every forbidden character is below U+0020 or encodes with lead byte 0xEF.
-    if !s.bytes().any(|b| b < 0x20 || b == 0xEF) {
-        return None;
-    }
-    s.chars().find(|&c| !is_xml_char(c))
-}
-
-/// True for bytes that may need escaping; `0xEF` leads U+FFFE/U+FFFF.
-fn is_special(b: u8, attr: bool) -> bool {
-    match b {
-        b'&' | b'<' | b'>' | b'\r' | 0xEF => true,
-        b'"' | b'\'' | b'\t' | b'\n' => attr,
-        _ => b < 0x20,
-    }
+    // Every forbidden character is below U+0020 or encodes with lead byte 0xEF;
+    // such a byte is on a char boundary.
+    let at = find_control_or_ef(s.as_bytes())?;
+    s.get(at..)?.chars().find(|&c| !is_xml_char(c))
 }
 
 fn escape(s: &str, attr: bool, out: &mut String) {
     let bytes = s.as_bytes();
+    let find = if attr {
+        find_xml_attr_special
+    } else {
+        find_xml_text_special
+    };
     let mut last = 0;
     let mut from = 0;
-    while let Some(n) = bytes[from..].iter().position(|&b| is_special(b, attr)) {
+    while let Some(n) = find(&bytes[from..]) {
         let at = from + n;
         let b = bytes[at];
         // `at` is a char boundary: every special byte is ASCII or a lead byte.
@@ -110,13 +130,17 @@ fn escape(s: &str, attr: bool, out: &mut String) {
             b'>' => ("&gt;", 1),
             b'"' => ("&quot;", 1),
             b'\'' => ("&apos;", 1),
-            b'\t' => ("&#x9;", 1),
-            b'\n' => ("&#xA;", 1),
+            b'\t' if attr => ("&#x9;", 1),
+            b'\n' if attr => ("&#xA;", 1),
             b'\r' => ("&#xD;", 1),
+            // Tab and LF in text, and other characters led by 0xEF: kept.
+            b'\t' | b'\n' => {
+                from = at + 1;
+                continue;
+            }
             0xEF => match (bytes.get(at + 1), bytes.get(at + 2)) {
                 (Some(0xBF), Some(0xBE | 0xBF)) => (REPLACEMENT, 3),
                 _ => {
-                    // Some other character: nothing to escape.
                     from = at + 1;
                     continue;
                 }

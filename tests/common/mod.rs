@@ -225,3 +225,76 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, frozen: Arc<AtomicBool>, stop: A
         let _ = from.shutdown(Shutdown::Both);
     });
 }
+
+/// `text` matches `pattern`, where `…` in the pattern stands for any text.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('…').collect();
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if parts.len() == 1 {
+        return text == pattern;
+    }
+    if !text.starts_with(first) || !text[first.len()..].ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(at) => rest = &rest[at + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// `target/<profile>/examples/NAME`, next to this test's `deps` directory.
+pub fn example(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test binary is in target/<profile>/deps");
+    let path = dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.is_file(),
+        "example program {} not found: build the examples first \
+         (`cargo test --all-features` does; `cargo test --test programs` alone does not)",
+        path.display()
+    );
+    // `cargo test --test programs` does not rebuild the examples: say so if they look
+    // older than their sources (shown with the output of a failing test).
+    let built = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let newest = [root.join("examples"), root.join("src")]
+        .iter()
+        .filter_map(|d| newest_rs(d))
+        .max();
+    if let (Some(built), Some(newest)) = (built, newest) {
+        if newest > built {
+            eprintln!(
+                "note: {} is older than the sources; rebuild it with \
+                 `cargo build --examples --all-features`",
+                path.display()
+            );
+        }
+    }
+    path
+}
+
+/// The newest modification time of the `.rs` files under `dir`.
+fn newest_rs(dir: &std::path::Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let t = if path.is_dir() {
+            newest_rs(&path)
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            entry.metadata().and_then(|m| m.modified()).ok()
+        } else {
+            None
+        };
+        newest = newest.max(t);
+    }
+    newest
+}

@@ -94,7 +94,10 @@ fn unanswered_ping_is_dead_after_dead_after() {
     assert!(matches!(err, Error::Timeout(Phase::Read)), "{err:?}");
     assert!(s.is_closed());
     assert_eq!(s.next_wake(), None);
-    assert!(matches!(s.send(&Message::to("t")), Err(Error::Closed)));
+    assert!(matches!(
+        s.send(&Message::to("t"), false),
+        Err(Error::Closed)
+    ));
 }
 
 #[test]
@@ -191,10 +194,15 @@ fn server_pings_are_answered() {
 #[test]
 fn the_window_counts_downstream_outcomes_only() {
     let (mut s, _) = session(&config().max_pending(2));
-    s.send(&Message::to("a").message_id("u-1")).unwrap();
-    s.send(&Message::to("b").message_id("m-2")).unwrap();
-    assert!(matches!(s.send(&Message::to("c")), Err(Error::WindowFull)));
-    let dup = s.send(&Message::to("a").message_id("u-1")).unwrap_err();
+    s.send(&Message::to("a").message_id("u-1"), false).unwrap();
+    s.send(&Message::to("b").message_id("m-2"), false).unwrap();
+    assert!(matches!(
+        s.send(&Message::to("c"), false),
+        Err(Error::WindowFull)
+    ));
+    let dup = s
+        .send(&Message::to("a").message_id("u-1"), false)
+        .unwrap_err();
     assert!(matches!(dup, Error::WindowFull | Error::InvalidMessage(_)));
     // Acks go out with the window full, each with a stanza id of its own.
     s.ack("DEV", "u-1").unwrap();
@@ -229,13 +237,16 @@ fn the_window_counts_downstream_outcomes_only() {
 #[test]
 fn draining_refuses_sends_and_keeps_acking() {
     let (mut s, _) = session(&config());
-    s.send(&Message::to("a").message_id("m-1")).unwrap();
+    s.send(&Message::to("a").message_id("m-1"), false).unwrap();
     let nack = ccs(r#"{"message_type":"nack","message_id":"m-1","error":"CONNECTION_DRAINING"}"#);
     assert!(s.on_packet(nack).unwrap().unwrap().is_nack());
     assert!(s.is_draining());
     assert_eq!(s.pending(), 0);
     s.output().clear();
-    assert!(matches!(s.send(&Message::to("a")), Err(Error::Draining)));
+    assert!(matches!(
+        s.send(&Message::to("a"), false),
+        Err(Error::Draining)
+    ));
     assert!(!s.has_output());
     s.ack("DEV", "up-1").unwrap();
     assert!(s.has_output());
@@ -246,7 +257,10 @@ fn close_stops_writing_but_keeps_reading() {
     let (mut s, t0) = session(&config());
     s.close().unwrap();
     assert_eq!(drain(&mut s, t0), "</stream:stream>");
-    assert!(matches!(s.send(&Message::to("a")), Err(Error::Closed)));
+    assert!(matches!(
+        s.send(&Message::to("a"), false),
+        Err(Error::Closed)
+    ));
     assert!(matches!(s.ack("DEV", "up-1"), Err(Error::Closed)));
     assert_eq!(s.next_wake(), None);
     s.tick(t0 + S * 1000).unwrap();
@@ -280,4 +294,22 @@ fn stream_errors_and_a_second_header_close() {
         Err(Error::Protocol(_))
     ));
     assert!(s.is_closed());
+}
+
+/// The pending set's hasher spreads ids that differ in one character (in the
+/// eight-byte words and in the tail) over the table, so the set stays fast.
+#[test]
+fn id_hasher_spreads_similar_ids() {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    let b = BuildHasherDefault::<super::IdHasher>::default();
+    let mut top = std::collections::HashSet::new();
+    let mut low = std::collections::HashSet::new();
+    for i in 0..1_000u32 {
+        let h = b.hash_one(format!("fx-3f9a1c0d5e7b2a64-{i}"));
+        top.insert(h >> 57);
+        low.insert(h & 0x3ff);
+    }
+    // 7-bit control tags and 10 low bits: nearly all values taken.
+    assert!(top.len() > 100, "{} tags", top.len());
+    assert!(low.len() > 500, "{} buckets", low.len());
 }

@@ -15,6 +15,7 @@ use super::super::shared::lock;
 use super::super::wire::{self, NS_GCM};
 use super::super::{DownstreamOutcome, EmulatorEvent, MAX_DELAYED, WINDOW};
 use super::{Answer, EndMode, Phase, Session};
+use crate::error::InvalidMessage;
 use crate::event::{Ack, Event, Nack, NackCode};
 use crate::json;
 use crate::message::Message;
@@ -22,22 +23,37 @@ use crate::xml::Element;
 
 impl Session {
     pub(super) fn on_message(&mut self, el: &Element) {
+        let payload = el
+            .children()
+            .find(|c| c.is("gcm", NS_GCM))
+            .map(Element::text);
+        self.on_message_parts(el.attr("id"), payload.as_deref());
+    }
+
+    /// A `<message>` by its parts: the stanza `id` and the text of its `<gcm>`
+    /// child (`None`: no such child). The reader's fast path comes here directly.
+    pub(super) fn on_message_parts(&mut self, stanza_id: Option<&str>, payload: Option<&str>) {
         self.messages += 1;
         let mut drop_here = self.script.drop_every.is_some_and(|k| self.messages >= k);
         if let Some(n) = self.drop_countdown.as_mut() {
             *n = n.saturating_sub(1);
             drop_here |= *n == 0;
         }
-        let stanza_id = el.attr("id");
-        let Some(gcm) = el.children().find(|c| c.is("gcm", NS_GCM)) else {
+        let Some(payload) = payload else {
             if drop_here {
                 return self.drop_unanswered(None);
             }
             let text = "InvalidJson: message without a gcm payload\n";
             return self.stanza_error_400(stanza_id, None, text, false);
         };
-        let payload = gcm.text();
-        let obj = match json::parse_object(&payload) {
+        // A valid downstream message in the simple form skips the value tree.
+        if let Some(msg) = crate::message::fast::from_json(payload) {
+            self.count_downstream();
+            let target = msg.target().to_owned();
+            let message_id = msg.id().to_owned();
+            return self.answer_downstream(message_id, target, drop_here, || Ok(msg));
+        }
+        let obj = match json::parse_object(payload) {
             Ok(obj) => obj,
             Err(e) => {
                 self.count_downstream();
@@ -45,7 +61,7 @@ impl Session {
                     return self.drop_unanswered(None);
                 }
                 let text = format!("InvalidJson: JSON_PARSING_ERROR : payload is {e}\n");
-                return self.stanza_error_400(stanza_id, Some(&payload), &text, true);
+                return self.stanza_error_400(stanza_id, Some(payload), &text, true);
             }
         };
         let client_ack = match obj.get("message_type") {
@@ -55,8 +71,8 @@ impl Session {
         };
         match client_ack {
             Some(_) if drop_here => self.drop_unanswered(None),
-            Some(nack) => self.on_client_ack(stanza_id, &payload, &obj, nack),
-            None => self.on_downstream(stanza_id, &payload, obj, drop_here),
+            Some(nack) => self.on_client_ack(stanza_id, payload, &obj, nack),
+            None => self.on_downstream(stanza_id, payload, obj, drop_here),
         }
     }
 
@@ -100,6 +116,25 @@ impl Session {
                 return self.stanza_error_400(stanza_id, Some(payload), text, true);
             }
         };
+        let target = match (obj.get("to"), obj.get("condition")) {
+            (Some(Value::String(t)), _) => t.clone(),
+            (_, Some(Value::String(c))) => c.clone(),
+            _ => String::new(),
+        };
+        self.answer_downstream(message_id, target, drop_here, || {
+            Message::from_json_value(&obj)
+        });
+    }
+
+    /// A downstream message with an id: recorded, then dropped, nacked or acked.
+    /// `parse` gives the message, or why it is invalid (called only when needed).
+    fn answer_downstream(
+        &mut self,
+        message_id: String,
+        target: String,
+        drop_here: bool,
+        parse: impl FnOnce() -> Result<Message, InvalidMessage>,
+    ) {
         let idx = self.received;
         self.received += 1;
         self.ops
@@ -108,11 +143,6 @@ impl Session {
             } else {
                 String::new()
             }));
-        let target = match (obj.get("to"), obj.get("condition")) {
-            (Some(Value::String(t)), _) => t.clone(),
-            (_, Some(Value::String(c))) => c.clone(),
-            _ => String::new(),
-        };
         if drop_here {
             return self.drop_unanswered(Some((message_id, target)));
         }
@@ -120,7 +150,7 @@ impl Session {
             let desc = "Connection is draining: send on a new connection".to_string();
             (Some((NackCode::ConnectionDraining, desc)), false)
         } else {
-            match Message::from_json_value(&obj) {
+            match parse() {
                 Err(invalid) => {
                     let desc = format!(
                         "InvalidJson: JSON_FIELD_ERROR : Field \"{}\": {}",
@@ -216,9 +246,9 @@ impl Session {
     /// </message>` (ACK, NACK, control).
     pub(super) fn write_data_gcm(&mut self, event: &Event) {
         let mut json = std::mem::take(&mut self.json);
-        json.clear();
-        write_event_json(event, &mut json);
-        self.with_xml(|x, _| wire::data_gcm_message(x, &json));
+        self.with_xml(|x, _| {
+            wire::data_gcm_message_with(x, &mut json, |x| write_event_json(event, x))
+        });
         self.json = json;
     }
 

@@ -31,7 +31,10 @@ use super::{ClientBytes, ConnId, EmulatorEvent};
 use crate::error::XmlError;
 use crate::event::NackCode;
 use crate::transport::{ChannelSocket, SetTimeout};
-use crate::xml::{first_forbidden_char, Element, Node, Packet, ReaderLimits, StanzaReader};
+use crate::xml::{
+    first_forbidden_char, Element, GcmPayload, Node, Packet, RawItem, RawPayload, ReaderLimits,
+    StanzaReader,
+};
 
 /// Socket timeout while the TLS handshake runs (so a silent client cannot block shutdown).
 const TLS_STEP: Duration = Duration::from_millis(200);
@@ -148,6 +151,8 @@ struct Session {
     out: Vec<u8>,
     /// Scratch for building one stanza.
     xml: String,
+    /// The stanza id and payload of a message taken by the reader's fast path.
+    fast_payload: String,
     /// Scratch for building one JSON payload.
     json: String,
     phase: Phase,
@@ -209,6 +214,7 @@ impl Session {
             reader: StanzaReader::new(limits),
             out: Vec::with_capacity(16 * 1024),
             xml: String::with_capacity(1024),
+            fast_payload: String::with_capacity(1024),
             json: String::with_capacity(512),
             phase: Phase::Header,
             header_sent: false,
@@ -465,7 +471,22 @@ impl Session {
 
     fn process_packets(&mut self) {
         while self.ending.is_none() {
-            match self.reader.next_packet() {
+            // Once bound, message stanzas of the common shape skip the element tree;
+            // they hold no references, so no character XML forbids either.
+            let packet = if self.phase == Phase::Ready {
+                match self.reader.next_raw_item() {
+                    Ok(Some(RawItem::GcmPayload(p))) => {
+                        self.on_fast_message(&p);
+                        continue;
+                    }
+                    Ok(Some(RawItem::Packet(p))) => Ok(Some(p)),
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            } else {
+                self.reader.next_packet()
+            };
+            match packet {
                 Ok(None) => return,
                 Ok(Some(Packet::StreamStart(el) | Packet::Stanza(el)))
                     if forbidden_char(&el).is_some() =>
@@ -504,6 +525,26 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// A message stanza from the reader's fast path, as [`on_stanza`](Self::on_stanza)
+    /// would take it in the `Ready` phase.
+    fn on_fast_message(&mut self, p: &RawPayload) {
+        self.just_opened = false;
+        let mut buf = std::mem::take(&mut self.fast_payload);
+        buf.clear();
+        let (id, json) = match self.reader.payload(p) {
+            Ok(GcmPayload { id, json }) => {
+                buf.push_str(id.unwrap_or(""));
+                buf.push_str(json);
+                (id.map(str::len), json.len())
+            }
+            // The reader checked these bytes: cannot happen.
+            Err(_) => (None, 0),
+        };
+        let (id_text, json_text) = buf.split_at(id.unwrap_or(0));
+        self.on_message_parts(id.map(|_| id_text), Some(&json_text[..json]));
+        self.fast_payload = buf;
     }
 
     fn on_stanza(&mut self, el: &Element) {

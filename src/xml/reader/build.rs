@@ -6,9 +6,9 @@
 #[cfg(test)]
 mod tests;
 
-use super::search::{find_byte, find_text_special};
 use super::{is_space, is_space_char, malformed, parse_error, MAX_ATTRIBUTES, STREAM_NS};
 use crate::error::XmlError;
+use crate::xml::search::{find_byte, find_text_special};
 use crate::xml::{Element, Node};
 use std::borrow::Cow;
 use std::mem;

@@ -3,8 +3,8 @@
 //! scanner raises, and a fuzz-style round. The fixtures and helpers are shared
 //! with the tree builder's tests (`build/tests.rs`).
 
-use super::search::{find_byte, find_text_special};
 use super::*;
+use crate::xml::search::{find_byte, find_text_special};
 use crate::xml::Node;
 
 const SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";

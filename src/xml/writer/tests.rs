@@ -263,3 +263,47 @@ fn xml_char_is_the_char_production() {
     assert_eq!(first_forbidden_char("a\u{ffff}b\u{1}"), Some('\u{ffff}'));
     assert_eq!(first_forbidden_char("a\u{1b}"), Some('\u{1b}'));
 }
+
+/// The escaping as first written, a byte at a time: the definition the
+/// word-at-a-time search must reproduce exactly.
+fn escape_bytewise(s: &str, attr: bool) -> String {
+    let mut out = String::new();
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let rest = &s[i..];
+        let c = rest.chars().next().unwrap();
+        let rep = match c {
+            '&' => "&amp;",
+            '<' => "&lt;",
+            '>' => "&gt;",
+            '\r' => "&#xD;",
+            '"' if attr => "&quot;",
+            '\'' if attr => "&apos;",
+            '\t' if attr => "&#x9;",
+            '\n' if attr => "&#xA;",
+            '\t' | '\n' => "",
+            c if !is_xml_char(c) => "\u{FFFD}",
+            _ => "",
+        };
+        if rep.is_empty() {
+            out.push(c);
+        } else {
+            out.push_str(rep);
+        }
+        i += c.len_utf8();
+    }
+    out
+}
+
+#[test]
+fn escapes_agree_with_the_bytewise_definition() {
+    let mut r = crate::test_rng::Rng(0xDEAD_BEEF_CAFE_F00D);
+    for _ in 0..20_000 {
+        let s = r.text(40);
+        assert_eq!(text(&s), escape_bytewise(&s, false), "{s:?}");
+        assert_eq!(attr(&s), escape_bytewise(&s, true), "{s:?}");
+        let want = s.chars().find(|&c| !is_xml_char(c));
+        assert_eq!(first_forbidden_char(&s), want, "{s:?}");
+    }
+}
