@@ -234,6 +234,8 @@ fn a_manual_ack_ends_the_wait_at_once() {
         [Step::Woken, Step::Acked("u1".into())],
         "{after:?}"
     );
+    // `ack` returned once the ack was written, not once the next wait ended.
+    assert!(!after.contains(&Step::TimedOut), "{after:?}");
     assert_no_polling(&probe.log());
     client.shutdown(Duration::from_secs(5));
 }

@@ -249,6 +249,11 @@ fn drive(
                 Err(e) => failed = Some(e),
             }
         }
+        if flushed_ticket > 0 {
+            // `Client::ack` waits for this: tell it before a wait that may be long.
+            report_flushed(&mut shared.engine(), id, &mut flushed_ticket);
+            shared.notify_changed();
+        }
 
         // 2. Read what arrived, up to the poll interval (or the next timer).
         if failed.is_none() {
