@@ -93,6 +93,26 @@ fn second_open_is_locked_out_until_the_first_is_dropped() {
     assert_eq!(second.get("k"), Some(&b"v"[..]));
 }
 
+#[test]
+fn a_lock_held_for_a_moment_is_waited_for() {
+    // A child process started while a journal is open shares its lock for the moment
+    // between fork and exec; here a second handle on the lock file stands in for it.
+    let dir = TempDir::new("lock-moment");
+    drop(Journal::open(dir.path()).unwrap());
+    let holder = fs::OpenOptions::new()
+        .write(true)
+        .open(dir.path().join(fcm_xmpp::journal::LOCK_FILE))
+        .unwrap();
+    holder.try_lock().unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(fcm_xmpp::journal::LOCK_PATIENCE / 5);
+        drop(holder);
+    });
+    let reopened = Journal::open(dir.path());
+    release.join().unwrap();
+    assert!(reopened.is_ok(), "{reopened:?}");
+}
+
 /// A journal with three commits; returns the file length after each.
 fn three_commits(dir: &TempDir) -> (Vec<u64>, [State; 3]) {
     let mut j = Journal::open(dir.path()).unwrap();

@@ -111,5 +111,5 @@ mod storage;
 mod store;
 
 pub use error::JournalError;
-pub use storage::{FileStorage, Storage, LOCK_FILE, LOG_FILE, TEMP_FILE};
+pub use storage::{FileStorage, Storage, LOCK_FILE, LOCK_PATIENCE, LOG_FILE, TEMP_FILE};
 pub use store::{Journal, COMPACT_MIN_LEN, MAX_BATCH_LEN, MAX_KEY_LEN, MAX_VALUE_LEN};

@@ -67,8 +67,13 @@ pub struct FileStorage {
     _lock: File,
 }
 
+/// How long [`FileStorage::open`] waits for a lock that is held, before it
+/// reports [`JournalError::Locked`].
+pub const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(250);
+
 impl FileStorage {
-    /// Opens `dir` (creating it if missing) and takes its lock.
+    /// Opens `dir` (creating it if missing) and takes its lock, waiting up to
+    /// [`LOCK_PATIENCE`] for a lock that is held.
     ///
     /// # Errors
     ///
@@ -103,10 +108,21 @@ impl FileStorage {
             .write(true)
             .open(&lock_path)
             .map_err(|e| io_err(&lock_path, "open lock file", e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => return Err(JournalError::Locked { path: lock_path }),
-            Err(TryLockError::Error(e)) => return Err(io_err(&lock_path, "lock", e)),
+        // A lock that is busy only for a moment is waited for: a child process
+        // this process starts shares the lock file's descriptor between its fork
+        // and its exec, so a journal closed just then stays locked that long.
+        let give_up = std::time::Instant::now() + LOCK_PATIENCE;
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) if std::time::Instant::now() < give_up => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(JournalError::Locked { path: lock_path })
+                }
+                Err(TryLockError::Error(e)) => return Err(io_err(&lock_path, "lock", e)),
+            }
         }
         Ok(FileStorage {
             dir,
