@@ -368,3 +368,83 @@ fn an_outcome_on_a_draining_connection_wakes_the_one_that_sends_the_next_of_its_
     );
     client.shutdown(Duration::from_millis(200));
 }
+
+/// A pool of `n` idle connections, each with its own probe, all waiting.
+fn idle_pool(n: usize, hold_acks: bool) -> (Client, Events, Vec<Probe>) {
+    let links = EachOwnProbe::default();
+    let cfg = ClientConfig::new(Config::new("123456789012", "k")).connections(n);
+    let (client, events) = Client::start_with(cfg, links.clone()).unwrap();
+    let probes: Vec<Probe> = (0..n).map(|i| links.probe(i)).collect();
+    for p in &probes {
+        p.state().hold_acks = hold_acks;
+        p.await_waiting();
+    }
+    (client, events, probes)
+}
+
+fn sent_by(p: &Probe) -> usize {
+    p.log()
+        .iter()
+        .filter(|s| matches!(s, Step::Sent(_)))
+        .count()
+}
+
+#[test]
+fn a_message_for_an_idle_pool_wakes_one_connection_not_all() {
+    let (client, mut events, probes) = idle_pool(8, false);
+    let before: usize = probes.iter().map(|p| p.state().wakes).sum();
+    client.send(Message::to("t").message_id("only")).unwrap();
+    assert!(matches!(
+        next_event(&mut events),
+        ClientEvent::Delivered { .. }
+    ));
+    let after: usize = probes.iter().map(|p| p.state().wakes).sum();
+    // Waking the whole pool for one message is 7 useless thread wake-ups.
+    assert_eq!(
+        after - before,
+        1,
+        "wake-ups for one message to 8 idle connections"
+    );
+    assert_eq!(probes.iter().map(sent_by).sum::<usize>(), 1);
+    client.shutdown(Duration::from_millis(100));
+}
+
+#[test]
+fn a_backlog_spreads_over_every_connection_with_room() {
+    // Acks held: each connection can take 100. 350 messages sent at once must reach
+    // four connections' windows, not wait behind the first one's.
+    let (client, _events, probes) = idle_pool(4, true);
+    for p in &probes {
+        p.mark("send");
+    }
+    for i in 0..350 {
+        client
+            .send(Message::to("t").message_id(format!("m{i}")))
+            .unwrap();
+    }
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let counts: Vec<usize> = probes.iter().map(sent_by).collect();
+        if counts.iter().sum::<usize>() == 350 {
+            assert!(counts.iter().all(|&c| c <= 100), "{counts:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "the backlog did not spread: {counts:?}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Each connection was woken for its share; none found it only at the idle
+    // re-check (a wait that ran out).
+    for (i, p) in probes.iter().enumerate() {
+        let steps = p.after("send");
+        let first = steps.iter().position(|s| matches!(s, Step::Sent(_)));
+        let first = first.unwrap_or_else(|| panic!("connection {i} sent nothing: {steps:?}"));
+        assert!(
+            !steps[..first].contains(&Step::TimedOut),
+            "connection {i} found its work only at the idle re-check: {steps:?}"
+        );
+    }
+    client.shutdown(Duration::from_millis(100));
+}

@@ -96,16 +96,19 @@ impl Shared {
         let mut eng = self.engine();
         let mut message = message;
         loop {
-            // Only the first message into an empty queue wakes the I/O threads:
-            // with messages already waiting, each connection either has its
-            // wake-up pending or a full window, and takes more when its acks
-            // arrive. A busy client makes no wake-up per message.
+            // Only the first message into an empty queue wakes an I/O thread,
+            // and only one: the connection with the most room. If it cannot take
+            // everything that queues up, it wakes the next one with room (see
+            // the worker's step); a connection with a full window takes more
+            // when its acks arrive. A busy client makes no wake-up per message,
+            // and a pool is not woken whole for every message.
             let was_empty = eng.ready() == 0;
             match eng.accept(message) {
                 Ok(()) => {
+                    let wake = if was_empty { eng.roomiest(None) } else { None };
                     drop(eng);
-                    if was_empty {
-                        self.wake_links();
+                    if let Some(conn) = wake {
+                        self.wake_link(conn);
                     }
                     return Ok(id);
                 }

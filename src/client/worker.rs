@@ -179,7 +179,7 @@ fn drive(
         let now = Instant::now();
         let mut failed: Option<Error> = None;
         let acked = flushed_ticket > 0;
-        let step = {
+        let (step, next) = {
             let mut eng = shared.engine();
             report_flushed(&mut eng, id, &mut flushed_ticket);
             let step = eng.conn_step(id, now);
@@ -199,9 +199,19 @@ fn drive(
                     eng.unsendable(id, &mid, e);
                 }
             }
+            // Messages still ready after this connection took what its window
+            // holds: pass them on to the connection with the most room.
+            let next = if !step.close && eng.ready() > 0 {
+                eng.roomiest(Some(id))
+            } else {
+                None
+            };
             eng.take_events(&mut events);
-            step
+            (step, next)
         };
+        if let Some(other) = next {
+            shared.wake_link(other);
+        }
         shared.emit(&mut events);
         if step.send > 0 {
             shared.notify_space();

@@ -283,6 +283,21 @@ impl Engine {
             .is_some_and(|c| c.draining_since.is_some())
     }
 
+    /// The open connection (other than `except`) with the most room in its
+    /// window for new messages, if any has room: the one to wake for work.
+    pub fn roomiest(&self, except: Option<ConnId>) -> Option<ConnId> {
+        self.conns
+            .iter()
+            .filter(|(id, c)| {
+                Some(**id) != except
+                    && !c.closing
+                    && c.draining_since.is_none()
+                    && c.window.len() < self.max_pending
+            })
+            .min_by_key(|(_, c)| c.window.len())
+            .map(|(id, _)| *id)
+    }
+
     /// Messages in flight on `conn`.
     pub fn in_flight(&self, conn: ConnId) -> usize {
         self.conns.get(&conn).map_or(0, |c| c.window.len())
