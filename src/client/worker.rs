@@ -5,7 +5,7 @@
 use std::cell::Cell;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -43,18 +43,12 @@ fn guarded(shared: &Arc<Shared>, body: impl FnOnce(&Cell<Option<ConnId>>)) {
     let current = Cell::new(None);
     let result = panic::catch_unwind(AssertUnwindSafe(|| body(&current)));
     if result.is_err() {
-        let mut events = Vec::new();
-        {
-            let mut eng = shared.engine();
-            eng.fatal(Error::WorkerPanicked);
-            if let Some(conn) = current.get() {
-                eng.lost(conn, Error::WorkerPanicked, Instant::now());
-            }
-            eng.take_events(&mut events);
+        let mut eng = shared.engine();
+        eng.fatal(Error::WorkerPanicked);
+        if let Some(conn) = current.get() {
+            eng.lost(conn, Error::WorkerPanicked, Instant::now());
         }
-        shared.emit(&mut events);
-        shared.notify_changed();
-        shared.notify_space();
+        hand_over(shared, eng, &mut Vec::new());
     }
     shared.thread_ended();
 }
@@ -139,6 +133,17 @@ fn hand_off(shared: &Arc<Shared>, id: ConnId, link: Box<dyn Link>) {
             }
         }
     }
+}
+
+/// After a connection ended (or the engine went fatal): hands its events to
+/// the application, unlocks the engine, and wakes everyone who waits on it
+/// (slots, `Client::ack`, senders waiting for room).
+fn hand_over(shared: &Shared, mut eng: MutexGuard<'_, Engine>, events: &mut Vec<ClientEvent>) {
+    eng.take_events(events);
+    drop(eng);
+    shared.emit(events);
+    shared.notify_changed();
+    shared.notify_space();
 }
 
 /// Tells the engine which manual acks are written (a ticket of 0: none new).
@@ -238,11 +243,7 @@ fn drive(
             let mut eng = shared.engine();
             report_flushed(&mut eng, id, &mut flushed_ticket);
             eng.closed(id, late, Instant::now());
-            eng.take_events(&mut events);
-            drop(eng);
-            shared.emit(&mut events);
-            shared.notify_changed();
-            shared.notify_space();
+            hand_over(shared, eng, &mut events);
             return None;
         }
         if failed.is_none() {
@@ -307,11 +308,7 @@ fn drive(
             let released = eng.ready() > ready;
             if let Some(e) = failed.take() {
                 eng.lost(id, e, now);
-                eng.take_events(&mut events);
-                drop(eng);
-                shared.emit(&mut events);
-                shared.notify_changed();
-                shared.notify_space();
+                hand_over(shared, eng, &mut events);
                 return None;
             }
             eng.take_events(&mut events);
