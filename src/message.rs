@@ -300,11 +300,12 @@ fn process_prefix() -> &'static str {
 }
 
 impl Message {
-    fn with_target(to: Option<String>, condition: Option<String>) -> Self {
+    /// A message with no field set and an empty id (no id is generated).
+    pub(crate) fn blank() -> Self {
         Message {
-            to,
-            condition,
-            message_id: next_message_id(),
+            to: None,
+            condition: None,
+            message_id: String::new(),
             collapse_key: None,
             priority: None,
             content_available: None,
@@ -315,7 +316,17 @@ impl Message {
             dry_run: None,
             data: Vec::new(),
             notification: None,
+            // Client-side only: never in the JSON.
             group: None,
+        }
+    }
+
+    fn with_target(to: Option<String>, condition: Option<String>) -> Self {
+        Message {
+            to,
+            condition,
+            message_id: next_message_id(),
+            ..Message::blank()
         }
     }
 

@@ -17,23 +17,7 @@ const MAX_KEYS: usize = 24;
 
 /// The message `text` holds, if it is valid and in the simple form.
 pub(crate) fn from_json(text: &str) -> Option<Message> {
-    let mut m = Message {
-        to: None,
-        condition: None,
-        message_id: String::new(),
-        collapse_key: None,
-        priority: None,
-        content_available: None,
-        mutable_content: None,
-        time_to_live: None,
-        delay_while_idle: None,
-        delivery_receipt_requested: None,
-        dry_run: None,
-        data: Vec::new(),
-        notification: None,
-        // Client-side only: never in the JSON.
-        group: None,
-    };
+    let mut m = Message::blank();
     let mut message_id = None;
     let mut keys: [&str; MAX_KEYS] = [""; MAX_KEYS];
     let mut n = 0;
