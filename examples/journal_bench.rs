@@ -110,18 +110,7 @@ fn main() {
         }
     }
     journal.commit().unwrap_or_else(|e| die(e));
-    let bytes = journal.file_len();
-    drop(journal);
-    let t = Instant::now();
-    let journal = Journal::open(&dir).unwrap_or_else(|e| die(e));
-    let took = t.elapsed();
-    println!("journal_replay_entries: {} entries", journal.len());
-    println!(
-        "journal_replay: {:.0} MB/s",
-        bytes as f64 / 1e6 / took.as_secs_f64()
-    );
-    println!("journal_replay_time: {:.1} ms", ms(took));
-    drop(journal);
+    replay(journal, &dir, "journal_replay", "entries");
     // Replay of a log of one-record frames (a backlog committed a message at a
     // time), built without fsyncs to save time: replay reads the same bytes.
     let dir = root.join("replay-small");
@@ -132,18 +121,7 @@ fn main() {
         journal.put(&format!("session/{i}"), &value);
         journal.commit().unwrap_or_else(|e| die(e));
     }
-    let bytes = journal.file_len();
-    drop(journal);
-    let t = Instant::now();
-    let journal = Journal::open(&dir).unwrap_or_else(|e| die(e));
-    let took = t.elapsed();
-    println!("journal_replay_small_frames: {} frames", journal.len());
-    println!(
-        "journal_replay_small: {:.0} MB/s",
-        bytes as f64 / 1e6 / took.as_secs_f64()
-    );
-    println!("journal_replay_small_time: {:.1} ms", ms(took));
-    drop(journal);
+    replay(journal, &dir, "journal_replay_small", "frames");
     if remove_after {
         let _ = std::fs::remove_dir_all(&root);
     }
@@ -209,6 +187,23 @@ impl Storage for NoSync {
     fn remove_temp(&mut self) -> std::io::Result<()> {
         self.0.remove_temp()
     }
+}
+
+/// Closes `journal`, reopens `dir` and prints how fast the replay read its
+/// log: `{name}_{unit}` (how many it replayed), `{name}` (MB/s) and
+/// `{name}_time`.
+fn replay(journal: Journal, dir: &Path, name: &str, unit: &str) {
+    let bytes = journal.file_len();
+    drop(journal);
+    let t = Instant::now();
+    let journal = Journal::open(dir).unwrap_or_else(|e| die(e));
+    let took = t.elapsed();
+    println!("{name}_{unit}: {} {unit}", journal.len());
+    println!(
+        "{name}: {:.0} MB/s",
+        bytes as f64 / 1e6 / took.as_secs_f64()
+    );
+    println!("{name}_time: {:.1} ms", ms(took));
 }
 
 fn ms(d: Duration) -> f64 {
