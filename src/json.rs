@@ -147,6 +147,33 @@ pub(crate) fn scan_flat(text: &str) -> Option<Flat<'_>> {
     Some(flat)
 }
 
+/// The keys of one object a fast path has read, at most `N`: the fast paths
+/// take only objects with distinct keys (duplicates go the general way).
+pub(crate) struct SeenKeys<'a, const N: usize> {
+    keys: [&'a str; N],
+    len: usize,
+}
+
+impl<'a, const N: usize> SeenKeys<'a, N> {
+    pub(crate) fn new() -> Self {
+        SeenKeys {
+            keys: [""; N],
+            len: 0,
+        }
+    }
+
+    /// Notes `key`; `None` if it came before or `N` keys did (so that a
+    /// lexer callback can end with `?`).
+    pub(crate) fn first(&mut self, key: &'a str) -> Option<()> {
+        if self.len == N || self.keys[..self.len].contains(&key) {
+            return None;
+        }
+        self.keys[self.len] = key;
+        self.len += 1;
+        Some(())
+    }
+}
+
 /// A borrowing reader of the simple JSON the fast paths take: plain strings
 /// (no escapes, no controls), unsigned integers, booleans and objects of
 /// those. Every method returns `None` on anything else, valid JSON or not,

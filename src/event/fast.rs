@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use super::{
     owned, Ack, AckRefusal, AckRefused, Event, Nack, NackCode, Receipt, Upstream, RECEIPT_PREFIX,
 };
-use crate::json::{self, Lexer};
+use crate::json::{self, Lexer, SeenKeys};
 
 /// An ack or nack read without a value tree, borrowing its strings from the
 /// JSON text: the fast path of [`Event::from_json`] for the payloads CCS
@@ -120,15 +120,10 @@ pub(super) fn inbound(text: &str) -> Option<Event> {
     let (mut from, mut message_id, mut category, mut message_type) = (None, None, None, None);
     let mut time_to_live = None;
     let mut data: Option<Vec<(&str, &str)>> = None;
-    let mut keys: [&str; MAX_KEYS] = [""; MAX_KEYS];
-    let mut n = 0;
+    let mut keys = SeenKeys::<MAX_KEYS>::new();
     let mut lx = Lexer::new(text);
     lx.object(|lx, key| {
-        if n == MAX_KEYS || keys[..n].contains(&key) {
-            return None;
-        }
-        keys[n] = key;
-        n += 1;
+        keys.first(key)?;
         match key {
             "from" => from = Some(lx.string()?),
             "message_id" => message_id = Some(lx.string()?),

@@ -10,7 +10,7 @@
 //! tests beside this file compare both paths on many payloads.
 
 use super::{Message, Priority};
-use crate::json::Lexer;
+use crate::json::{Lexer, SeenKeys};
 
 /// Most top-level keys read here; more go the general way.
 const MAX_KEYS: usize = 24;
@@ -19,15 +19,10 @@ const MAX_KEYS: usize = 24;
 pub(crate) fn from_json(text: &str) -> Option<Message> {
     let mut m = Message::blank();
     let mut message_id = None;
-    let mut keys: [&str; MAX_KEYS] = [""; MAX_KEYS];
-    let mut n = 0;
+    let mut keys = SeenKeys::<MAX_KEYS>::new();
     let mut lx = Lexer::new(text);
     lx.object(|lx, key| {
-        if n == MAX_KEYS || keys[..n].contains(&key) {
-            return None;
-        }
-        keys[n] = key;
-        n += 1;
+        keys.first(key)?;
         let s = |lx: &mut Lexer<'_>| lx.string().map(|v| Some(v.to_owned()));
         match key {
             "to" => m.to = s(lx)?,
