@@ -263,18 +263,33 @@ pub(crate) fn connect_tls(config: &Config) -> Result<(TlsStream<TcpStream>, Opti
         .handshake
         .map(|t| crate::time::later(Instant::now(), t));
     tcp.set_nonblocking(true)?;
-    let mut attempt = connector.connect(&config.endpoint.host, tcp);
+    let mut s = tls_handshake(&connector, config, tcp, |tcp| wait_readable(tcp, deadline))?;
+    SetTimeout::set_write_timeout(&mut s, config.timeouts.handshake)?;
+    Ok((s, deadline))
+}
+
+/// Runs the TLS handshake over `stream` (nonblocking), calling `wait` whenever
+/// it needs the server's next bytes; leaves the stream blocking.
+fn tls_handshake<S: Read + Write + fmt::Debug + 'static>(
+    connector: &TlsConnector,
+    config: &Config,
+    stream: S,
+    mut wait: impl FnMut(&mut S) -> Result<()>,
+) -> Result<TlsStream<S>>
+where
+    TlsStream<S>: SetTimeout,
+{
+    let mut attempt = connector.connect(&config.endpoint.host, stream);
     loop {
         match attempt {
             Ok(mut s) => {
                 SetTimeout::set_nonblocking(&mut s, false)?;
-                SetTimeout::set_write_timeout(&mut s, config.timeouts.handshake)?;
                 log::debug!("tls established with {}", config.endpoint);
-                return Ok((s, deadline));
+                return Ok(s);
             }
             Err(HandshakeError::Failure(e)) => return Err(handshake_failure(e)),
-            Err(HandshakeError::WouldBlock(mid)) => {
-                wait_readable(mid.get_ref(), deadline)?;
+            Err(HandshakeError::WouldBlock(mut mid)) => {
+                wait(mid.get_mut())?;
                 attempt = mid.handshake();
             }
         }
@@ -670,23 +685,13 @@ pub(crate) fn connect_tls_threaded(
     tcp.set_write_timeout(normalise(config.timeouts.handshake))?;
     let mut sock = ChannelSocket::new(tcp)?;
     sock.nonblocking = true;
-    let mut attempt = connector.connect(&config.endpoint.host, sock);
-    loop {
-        match attempt {
-            Ok(mut s) => {
-                SetTimeout::set_nonblocking(&mut s, false)?;
-                log::debug!("tls established with {}", config.endpoint);
-                return Ok((s, deadline));
-            }
-            Err(HandshakeError::Failure(e)) => return Err(handshake_failure(e)),
-            Err(HandshakeError::WouldBlock(mut mid)) => {
-                if mid.get_mut().wait_input(deadline) == Waited::TimedOut {
-                    return Err(Error::Timeout(Phase::Tls));
-                }
-                attempt = mid.handshake();
-            }
+    let s = tls_handshake(&connector, config, sock, |sock| {
+        match sock.wait_input(deadline) {
+            Waited::TimedOut => Err(Error::Timeout(Phase::Tls)),
+            _ => Ok(()),
         }
-    }
+    })?;
+    Ok((s, deadline))
 }
 
 #[cfg(test)]
