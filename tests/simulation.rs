@@ -6,16 +6,43 @@
 //! INTERNAL_SERVER_ERROR and unknown NACK codes, rate limits, final NACKs,
 //! stanza errors, duplicate and unknown acks, slow acks, a poison message,
 //! outages (refused and silent connects), an authentication failure, writes
-//! that fail, upstream messages CCS delivers again (after a lost connection,
-//! a lost ack, or twice in a row), the application sending throughout (in
-//! half of the schedules spreading its messages over a few ordered groups,
-//! some left ungrouped) and shutting down at a random moment with a random
-//! deadline. After every schedule the invariants below are checked, among
-//! them: no member of a group is written while an earlier-accepted member of
-//! it has no outcome, and members are first written in acceptance order.
+//! cut mid-stanza (CCS got the stanzas before the cut, never answered),
+//! upstream messages CCS delivers again (after a lost connection, a lost ack,
+//! or twice in a row), the application sending throughout (in half of the
+//! schedules spreading its messages over a few ordered groups, some left
+//! ungrouped) and shutting down at a random moment with a random deadline.
+//!
+//! Checked during and after every schedule:
+//! - every accepted message gets exactly one final outcome (an event, or a
+//!   place in what shutdown returns); no outcome for an unknown id;
+//! - never more than `max_pending` in flight on one connection, as the engine
+//!   and as the simulated server count;
+//! - one batch is written in acceptance order, and messages coming back from
+//!   a lost connection or a drain NACK reach the next connection in their
+//!   original order;
+//! - no SERVICE_UNAVAILABLE or INTERNAL_SERVER_ERROR retry is written before
+//!   the retry backoff's nominal delay (1 s for the first by default);
+//! - connect attempts of a slot are spaced by the reconnect backoff's nominal
+//!   delay, whatever the application does;
+//! - a poison message (every connection it is written on dies) is written at
+//!   most `max_losses` times and returned as `ConnectionsLost`, while every
+//!   other message is delivered;
+//! - after the shutdown deadline nothing is written and no connect starts
+//!   without the deadline; shortly after it the engine is done;
+//! - queue plus retry schedule plus held group members never exceed
+//!   `queue_capacity` (plus the windows);
+//! - a retryable NACK code is never reported as a rejection; at most one
+//!   `Fatal`;
+//! - ordered groups: no member is written while an earlier-accepted member
+//!   has no outcome, and members are first written in acceptance order;
+//! - upstream: every message acked for the application reached it; with
+//!   manual acks, nothing is acked for the application whose own ack never
+//!   reached CCS, and `Client::ack`'s answer (written or gone) matches what
+//!   was written.
 //!
 //! `SIM_SCHEDULES=N` runs N schedules (default 10,000); `SIM_SEED=S` replays
-//! one schedule. A failure prints its seed.
+//! one schedule. A failure (a violated invariant or a panic) prints its seed;
+//! the last line is `simulated schedules: N, invariant violations: V`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -935,14 +962,15 @@ impl Sim {
             if sent.len() != step.send {
                 self.violation(format!("step said {} but gave {}", step.send, sent.len()));
             }
-            if (!sent.is_empty() || !step.acks.is_empty())
-                && self.rng.chance(self.faults.write_fail)
-            {
-                // The write fails: none of it reached CCS; the connection is lost.
-                let c = self.conns.remove(&id).unwrap();
-                self.conn_wake.remove(&id);
-                self.lost(id, c.slot, c.up_at, Error::Closed);
-                continue;
+            // The write fails: the connection drops mid-stanza. CCS got the
+            // whole stanzas before the cut (never answered: the connection is
+            // gone) and none of the acks; the rest never reached it.
+            let mut sent = sent;
+            let cut = (!sent.is_empty() || !step.acks.is_empty())
+                && self.rng.chance(self.faults.write_fail);
+            if cut {
+                let reached = self.rng.below(sent.len() as u64 + 1) as usize;
+                sent.truncate(reached);
             }
             if let Some(d) = self.deadline {
                 if now >= d && !sent.is_empty() {
@@ -998,7 +1026,15 @@ impl Sim {
                     }
                 }
                 c.writes.push((now, mid.clone()));
-                self.answer(id, mid);
+                if !cut {
+                    self.answer(id, mid);
+                }
+            }
+            if cut {
+                let c = self.conns.remove(&id).unwrap();
+                self.conn_wake.remove(&id);
+                self.lost(id, c.slot, c.up_at, Error::Closed);
+                continue;
             }
             let in_flight = self.engine.in_flight(id);
             if in_flight > self.max_pending {
@@ -1264,22 +1300,33 @@ fn schedules() -> u64 {
 #[test]
 fn seeded_fault_schedules() {
     let started = Instant::now();
-    let (seeds, base): (Vec<u64>, u64) =
-        match std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
-            Some(seed) => (vec![seed], seed),
-            None => {
-                let base = 0x5EED_0000;
-                ((0..schedules()).map(|i| base + i).collect(), base)
-            }
-        };
-    let _ = base;
+    let seeds: Vec<u64> = match std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+        Some(seed) => vec![seed],
+        None => (0..schedules()).map(|i| 0x5EED_0000 + i).collect(),
+    };
     let mut violations = 0;
     let mut failed = Vec::new();
     // Grouped schedules, grouped messages, and those written more than once.
     let (mut grouped, mut members, mut rewritten) = (0, 0, 0);
     for &seed in &seeds {
-        let mut sim = Sim::new(seed, seed % 11 == 0);
-        sim.run();
+        let run = std::panic::catch_unwind(|| {
+            let mut sim = Sim::new(seed, seed % 11 == 0);
+            sim.run();
+            sim
+        });
+        let sim = match run {
+            Ok(sim) => sim,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("(not a string)");
+                violations += 1;
+                eprintln!("seed {seed} (replay: SIM_SEED={seed} cargo test --test simulation): panicked: {what}");
+                continue;
+            }
+        };
         grouped += u64::from(sim.groups > 0);
         for t in sim.msgs.values().filter(|t| t.group.is_some()) {
             members += 1;
@@ -1299,11 +1346,13 @@ fn seeded_fault_schedules() {
         }
     }
     println!(
-        "simulated schedules: {}, invariant violations: {violations} ({:?}); \
-         {grouped} schedules with ordered groups, {members} group members, \
-         {rewritten} of them written more than once",
-        seeds.len(),
+        "{:?} simulated; {grouped} schedules with ordered groups, \
+         {members} group members, {rewritten} of them written more than once",
         started.elapsed()
+    );
+    println!(
+        "simulated schedules: {}, invariant violations: {violations}",
+        seeds.len()
     );
     assert_eq!(violations, 0, "see the seeds above");
 }
