@@ -331,8 +331,10 @@ fn handshake_failure(e: native_tls::Error) -> Error {
     {
         Error::Timeout(Phase::Tls)
     } else if msg.contains("unexpected eof") || msg.contains("connection reset") {
+        // No sign of a plaintext server (that would answer with bytes that are
+        // not TLS: `NotTls`): a hang-up mid-handshake is worth another attempt.
         Error::Tls(
-            TlsError::new(TlsErrorKind::NotTls, "peer closed during the tls handshake")
+            TlsError::new(TlsErrorKind::Other, "peer closed during the tls handshake")
                 .with_source(e),
         )
     } else {

@@ -539,9 +539,12 @@ fn plain_tcp_where_tls_was_expected_is_not_tls() {
     let err = connect_err(vec![write(SERVER_HEADER), Step::Silent]);
     assert_eq!(tls_kind(&err), Some(TlsErrorKind::NotTls), "{err:?}");
 
-    // And one that hangs up on the ClientHello.
+    // One that hangs up on the ClientHello gives no sign of speaking plaintext:
+    // a TLS failure worth retrying, not `NotTls`.
     let err = connect_err(vec![until("\u{16}\u{3}"), Step::Close]);
-    assert_eq!(tls_kind(&err), Some(TlsErrorKind::NotTls), "{err:?}");
+    assert_eq!(tls_kind(&err), Some(TlsErrorKind::Other), "{err:?}");
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(err.to_string().contains("peer closed"), "{err}");
 }
 
 // -- certificates ---------------------------------------------------------------------------
@@ -831,5 +834,49 @@ fn worker_reconnects_after_a_mid_stanza_drop_and_delivers() {
     let ledger = emu.ledger();
     assert_eq!(ledger.total_received(), 1);
     assert_eq!(ledger.total_acked(), 1);
+    client.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn worker_retries_a_server_that_hangs_up_during_the_tls_handshake() {
+    let _w = watchdog("worker_tls_hang_up", Duration::from_secs(30));
+    let emu = emulator();
+    // The first connection is cut on the ClientHello (a restarting front end,
+    // a load balancer): no sign of a plaintext server, so it is worth another
+    // attempt. Later connections reach the emulator.
+    let server = ScriptServer::start(vec![
+        vec![until("\u{16}\u{3}"), Step::Close],
+        vec![Step::Relay(emu.addr())],
+    ]);
+    let mut cfg = emu.client_config();
+    cfg.endpoint = Endpoint::new("127.0.0.1", server.addr.port());
+    let cfg =
+        ClientConfig::new(cfg.handshake_timeout(Some(Duration::from_secs(2)))).reconnect_backoff(
+            Backoff::new(Duration::from_millis(20), Duration::from_millis(200)),
+        );
+    let (client, mut events) = Client::start(cfg).unwrap();
+    let id = client.send(Message::to("device")).unwrap();
+    let mut seen = Seen::default();
+    assert!(
+        seen.collect(&mut events, BOUND, |s| s.outcomes.contains_key(&id)),
+        "no outcome; saw {:?}",
+        seen.other
+    );
+    assert_eq!(seen.outcomes[&id], ["delivered"]);
+    let retried = seen.other.iter().find_map(|e| match e {
+        ClientEvent::Reconnecting { error, .. } => Some(error.clone()),
+        _ => None,
+    });
+    let error = retried.expect("a Reconnecting event for the cut handshake");
+    assert!(error.is_retryable(), "{error:?}");
+    assert!(
+        matches!(&*error, fcm_xmpp::Error::Tls(t) if t.kind() == TlsErrorKind::Other),
+        "{error:?}"
+    );
+    assert!(!seen
+        .other
+        .iter()
+        .any(|e| matches!(e, ClientEvent::Fatal { .. })));
+    assert_eq!(server.accepted(), 2);
     client.shutdown(Duration::from_secs(1));
 }
