@@ -234,6 +234,8 @@ struct Track {
 
 struct Sim {
     rng: Rng,
+    /// Accepted messages without an outcome yet, as the application counts.
+    open: usize,
     faults: Faults,
     cfg: ClientConfig,
     engine: Engine,
@@ -341,6 +343,7 @@ impl Sim {
         let groups = if rng.chance(2) { 1 + rng.below(4) } else { 0 };
         Sim {
             rng,
+            open: 0,
             faults,
             cfg,
             engine,
@@ -511,11 +514,21 @@ impl Sim {
                             ..Track::default()
                         },
                     );
+                    // What the engine says it holds, and (independently of
+                    // its own accounting) what was accepted and has no
+                    // outcome yet: neither passes the queue plus the windows.
+                    self.open += 1;
                     let owned = self.engine.owned();
                     let bound = self.cfg.queue_capacity
                         + self.max_pending * self.engine.peak_connections().max(1);
                     if owned > bound {
                         self.violation(format!("engine holds {owned} > {bound}"));
+                    }
+                    if self.open > bound {
+                        let open = self.open;
+                        self.violation(format!(
+                            "{open} accepted without an outcome > {bound} (queue + windows)"
+                        ));
                     }
                     let gap = self.app_gap.as_millis() as u64;
                     self.app_next = self.now + self.rng.ms(0, 2 * gap);
@@ -1156,6 +1169,9 @@ impl Sim {
                     }
                 }
                 t.outcomes += 1;
+                if t.outcomes == 1 {
+                    self.open -= 1;
+                }
                 if t.outcomes > 1 {
                     let n = t.outcomes;
                     self.violation(format!("{id} has {n} outcomes"));
