@@ -776,6 +776,16 @@ fn duplicate_acks_are_returned_and_the_count_stays_right() {
 
 // -- the worker client: a drop mid-stanza is a clean reconnect ------------------------------
 
+/// A worker config for `server`, whose later connections relay to `emu`:
+/// short handshake timeout and reconnect backoff.
+fn relayed_config(emu: &Emulator, server: &ScriptServer) -> ClientConfig {
+    let mut cfg = emu.client_config();
+    cfg.endpoint = Endpoint::new("127.0.0.1", server.addr.port());
+    ClientConfig::new(cfg.handshake_timeout(Some(Duration::from_secs(2)))).reconnect_backoff(
+        Backoff::new(Duration::from_millis(20), Duration::from_millis(200)),
+    )
+}
+
 #[test]
 fn worker_reconnects_after_a_mid_stanza_drop_and_delivers() {
     let _w = watchdog("worker_mid_stanza", Duration::from_secs(30));
@@ -791,13 +801,7 @@ fn worker_reconnects_after_a_mid_stanza_drop_and_delivers() {
         Step::Close,
     ]);
     let server = ScriptServer::start(vec![first, vec![Step::Relay(emu.addr())]]);
-    let mut cfg = emu.client_config();
-    cfg.endpoint = Endpoint::new("127.0.0.1", server.addr.port());
-    let cfg =
-        ClientConfig::new(cfg.handshake_timeout(Some(Duration::from_secs(2)))).reconnect_backoff(
-            Backoff::new(Duration::from_millis(20), Duration::from_millis(200)),
-        );
-    let (client, mut events) = Client::start(cfg).unwrap();
+    let (client, mut events) = Client::start(relayed_config(&emu, &server)).unwrap();
     let id = client.send(Message::to("device")).unwrap();
     let mut seen = Seen::default();
     let t = Instant::now();
@@ -848,13 +852,7 @@ fn worker_retries_a_server_that_hangs_up_during_the_tls_handshake() {
         vec![until("\u{16}\u{3}"), Step::Close],
         vec![Step::Relay(emu.addr())],
     ]);
-    let mut cfg = emu.client_config();
-    cfg.endpoint = Endpoint::new("127.0.0.1", server.addr.port());
-    let cfg =
-        ClientConfig::new(cfg.handshake_timeout(Some(Duration::from_secs(2)))).reconnect_backoff(
-            Backoff::new(Duration::from_millis(20), Duration::from_millis(200)),
-        );
-    let (client, mut events) = Client::start(cfg).unwrap();
+    let (client, mut events) = Client::start(relayed_config(&emu, &server)).unwrap();
     let id = client.send(Message::to("device")).unwrap();
     let mut seen = Seen::default();
     assert!(
