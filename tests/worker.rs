@@ -203,6 +203,64 @@ fn a_manual_ack_for_a_dead_connection_is_an_error() {
 }
 
 #[test]
+fn ack_all_acks_together_and_answers_for_each_handle() {
+    let ccs = MemCcs::new(Duration::ZERO);
+    let cfg = config().ack_mode(AckMode::Manual);
+    let (client, mut events) = Client::start_with(cfg, ccs.clone()).unwrap();
+    let handles = |events: &mut Events, n: usize| {
+        let mut hs = Vec::new();
+        while hs.len() < n {
+            if let ClientEvent::Upstream { ack: Some(h), .. } =
+                events.recv_timeout(Duration::from_secs(5)).unwrap()
+            {
+                hs.push(h);
+            }
+        }
+        hs
+    };
+    let end = Instant::now() + Duration::from_secs(5);
+    while ccs.lock().attempts.is_empty() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    // One message on a connection that then dies, before it is acked.
+    ccs.broadcast(upstream_event("dev-1", "old"));
+    let old = handles(&mut events, 1);
+    ccs.drop_all();
+    loop {
+        match events.recv_timeout(Duration::from_secs(5)).unwrap() {
+            ClientEvent::Connected { .. } => break,
+            _ => continue,
+        }
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    // Three on the new connection.
+    for id in ["up-1", "up-2", "up-3"] {
+        ccs.broadcast(upstream_event("dev-1", id));
+    }
+    let new = handles(&mut events, 3);
+    let all = [&new[0], &old[0], &new[1], &new[2]];
+    let results = client.ack_all(all);
+    assert_eq!(results.len(), 4);
+    assert!(results[0].is_ok(), "{results:?}");
+    assert!(matches!(results[1], Err(Error::Closed)), "{results:?}");
+    assert!(results[2].is_ok() && results[3].is_ok(), "{results:?}");
+    // Written on the connection each arrived on, in the order given; the
+    // dead connection's ack never.
+    let acks = ccs.lock().acks.clone();
+    assert_eq!(
+        acks,
+        [
+            (2, "up-1".to_string()),
+            (2, "up-2".to_string()),
+            (2, "up-3".to_string())
+        ]
+    );
+    assert!(client.ack_all([]).is_empty());
+    client.shutdown(Duration::from_millis(200));
+}
+
+#[test]
 fn acks_due_when_the_connection_closes_are_written_first() {
     // At shutdown the last downstream message's ACK and an upstream message
     // arrive together: the engine closes the connection in the same step that

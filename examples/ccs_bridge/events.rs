@@ -60,28 +60,15 @@ pub fn run(mut events: Events, client: Client, state: Handle) {
     let _ = acker.join();
 }
 
-/// Acks a batch, up to [`ACKERS`] at a time (each call waits until its ack is written).
+/// Acks a batch together (one write per connection); waits until each is written.
 fn write_acks(client: &Client, batch: &[AckHandle]) {
-    let ack = |h: &AckHandle| {
-        if let Err(e) = client.ack(h) {
+    for (h, r) in batch.iter().zip(client.ack_all(batch)) {
+        if let Err(e) = r {
             // CCS delivers it again; the journal already has it, so it is only acked.
             log::info!("ack for {} not written ({e})", h.message_id());
         }
-    };
-    if batch.len() <= 2 {
-        batch.iter().for_each(ack);
-        return;
     }
-    let chunk = batch.len().div_ceil(ACKERS);
-    thread::scope(|s| {
-        for part in batch.chunks(chunk) {
-            s.spawn(move || part.iter().for_each(ack));
-        }
-    });
 }
-
-/// Threads writing one batch of acks.
-const ACKERS: usize = 8;
 
 fn take(ev: ClientEvent, items: &mut Vec<Item>) {
     let outcome =

@@ -722,7 +722,19 @@ impl Client {
     /// [`Error::Timeout`]`(Phase::Write)` if it was not written within the
     /// write timeout.
     pub fn ack(&self, handle: &AckHandle) -> Result<()> {
-        self.inner.shared.manual_ack(handle)
+        let mut results = self.inner.shared.manual_acks(&[handle]);
+        results.pop().unwrap_or(Err(Error::Closed))
+    }
+
+    /// Acks several upstream messages or receipts (manual ack mode) at once:
+    /// every ack is queued first, each connection is woken once and writes
+    /// its acks together, and the call returns when each ack is written or
+    /// cannot be. Returns one result per handle, in the order given, each as
+    /// [`ack`](Self::ack) would return it. Cheaper than calling `ack` in a
+    /// loop, which waits for one write per handle.
+    pub fn ack_all<'a>(&self, handles: impl IntoIterator<Item = &'a AckHandle>) -> Vec<Result<()>> {
+        let handles: Vec<&AckHandle> = handles.into_iter().collect();
+        self.inner.shared.manual_acks(&handles)
     }
 
     /// A snapshot of the counters.

@@ -139,10 +139,31 @@ impl Shared {
 
     /// Queues a manual ack and waits until it is written (or its connection
     /// ends, or the write timeout passes).
-    pub(crate) fn manual_ack(&self, h: &AckHandle) -> Result<()> {
+    /// Queues the manual acks of `handles` together (one wake-up per
+    /// connection) and waits until each is written, its connection ended, or
+    /// the write timeout passed. One result per handle, in order.
+    pub(crate) fn manual_acks(&self, handles: &[&AckHandle]) -> Vec<Result<()>> {
         let mut eng = self.engine();
-        let ticket = eng.manual_ack(h)?;
-        self.wake_link(h.conn_id);
+        // `None`: queued, not yet known to be written.
+        let mut done: Vec<Option<Result<()>>> = Vec::with_capacity(handles.len());
+        let mut tickets = Vec::with_capacity(handles.len());
+        let mut woken: Vec<ConnId> = Vec::new();
+        for h in handles {
+            match eng.manual_ack(h) {
+                Ok(ticket) => {
+                    done.push(None);
+                    tickets.push(ticket);
+                    if !woken.contains(&h.conn_id) {
+                        woken.push(h.conn_id);
+                        self.wake_link(h.conn_id);
+                    }
+                }
+                Err(e) => {
+                    done.push(Some(Err(e)));
+                    tickets.push(0);
+                }
+            }
+        }
         let wait = self
             .cfg
             .connection
@@ -151,14 +172,20 @@ impl Shared {
             .unwrap_or(Duration::from_secs(30));
         let deadline = later(Instant::now(), wait);
         loop {
-            match eng.ack_state(h.conn_id, ticket) {
-                AckState::Written => return Ok(()),
-                AckState::Gone => return Err(Error::Closed),
-                AckState::Queued => {}
+            let mut open = false;
+            for ((h, ticket), slot) in handles.iter().zip(&tickets).zip(done.iter_mut()) {
+                if slot.is_some() {
+                    continue;
+                }
+                match eng.ack_state(h.conn_id, *ticket) {
+                    AckState::Written => *slot = Some(Ok(())),
+                    AckState::Gone => *slot = Some(Err(Error::Closed)),
+                    AckState::Queued => open = true,
+                }
             }
             let now = Instant::now();
-            if now >= deadline {
-                return Err(Error::Timeout(Phase::Write));
+            if !open || now >= deadline {
+                break;
             }
             eng = self
                 .changed
@@ -166,6 +193,9 @@ impl Shared {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+        done.into_iter()
+            .map(|r| r.unwrap_or(Err(Error::Timeout(Phase::Write))))
+            .collect()
     }
 
     pub(crate) fn metrics(&self) -> Metrics {
