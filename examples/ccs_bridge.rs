@@ -135,9 +135,9 @@ fn main() {
 
     let store = Args::or_die(store::Store::open(journal.as_deref()));
     let st = state::State::new(store);
-    let entries = st.store.entries();
-    let pending: Vec<_> = entries
-        .iter()
+    let pending: Vec<_> = st
+        .store
+        .entries()
         .filter(|(k, _)| k.starts_with("d:"))
         .filter_map(|(k, v)| {
             let m = app::Down::from_record(v);
@@ -147,8 +147,7 @@ fn main() {
             m
         })
         .collect();
-    let held = entries.len() - pending.len();
-    drop(entries);
+    let held = st.store.len() - pending.len();
 
     let cfg = ClientConfig::new(config)
         .ack_mode(AckMode::Manual)

@@ -150,7 +150,13 @@ impl State {
             commits: 0,
             records: 0,
         };
-        for (k, _) in st.store.entries() {
+        let keys: Vec<String> = st
+            .store
+            .entries()
+            .filter(|(k, _)| proto::up_key_ids(k).is_some())
+            .map(|(k, _)| k.to_string())
+            .collect();
+        for k in keys {
             st.index_upstream(&k);
         }
         st
@@ -233,23 +239,23 @@ impl State {
     pub fn held(&self, session: &str) -> Vec<Out> {
         let mut out = Vec::new();
         for (key, value) in self.store.entries() {
-            let Some((kind, s)) = proto::key_session(&key) else {
+            let Some((kind, s)) = proto::key_session(key) else {
                 continue;
             };
             if s != session {
                 continue;
             }
             let (line, remove) = match (kind, value.split_first()) {
-                ('d', Some((b'O', rest))) => (rest.to_vec(), true),
+                ('d', Some((b'O', rest))) => (rest, true),
                 ('d', _) => continue, // pending: its outcome comes later
                 ('u', _) => (value, false),
                 ('r', _) => (value, true),
                 _ => continue,
             };
-            if let Ok(line) = String::from_utf8(line) {
+            if let Ok(line) = std::str::from_utf8(line) {
                 out.push(Out {
-                    line,
-                    remove_after_flush: remove.then_some(key),
+                    line: line.to_string(),
+                    remove_after_flush: remove.then(|| key.to_string()),
                 });
             }
         }

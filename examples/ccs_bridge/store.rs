@@ -88,17 +88,11 @@ impl Store {
         Ok(Store { inner, pending: 0 })
     }
 
-    /// Live records in first-put order, as owned pairs.
-    pub fn entries(&self) -> Vec<(String, Vec<u8>)> {
+    /// Live records in first-put order, borrowed (nothing is copied).
+    pub fn entries(&self) -> Box<dyn Iterator<Item = (&str, &[u8])> + '_> {
         match &self.inner {
-            Inner::Disk(j) => j
-                .entries()
-                .map(|(k, v)| (k.to_string(), v.to_vec()))
-                .collect(),
-            Inner::Mem(m) => m
-                .entries()
-                .map(|(k, v)| (k.to_string(), v.to_vec()))
-                .collect(),
+            Inner::Disk(j) => Box::new(j.entries()),
+            Inner::Mem(m) => Box::new(m.entries()),
         }
     }
 
