@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use super::queue::{key_of, Entry};
 use super::{later, min_opt, ConnId, ConnStep, Engine, SlotStep};
-use crate::client::policy::{self, LossDecision, SlotDecision};
-use crate::client::{ClientEvent, Rejection, ReturnReason};
+use crate::client::policy::{self, Fate, SlotDecision};
+use crate::client::ClientEvent;
 use crate::error::{Error, InvalidMessage};
 use crate::event::Event;
 use crate::message::Message;
@@ -44,9 +44,7 @@ impl Conn {
             .position(|e| e.key == key && e.message.id() == id)
     }
     pub(super) fn has_suspect(&self) -> bool {
-        self.window
-            .iter()
-            .any(|e| e.losses >= policy::SUSPECT_AFTER_LOSSES)
+        self.window.iter().any(|e| e.attempts.is_suspect())
     }
 }
 
@@ -213,7 +211,7 @@ impl Engine {
                 let Some(front) = self.waiting.front() else {
                     break;
                 };
-                let suspect = front.losses >= policy::SUSPECT_AFTER_LOSSES;
+                let suspect = front.attempts.is_suspect();
                 if (suspect && !c.window.is_empty()) || c.has_suspect() {
                     break;
                 }
@@ -271,7 +269,7 @@ impl Engine {
                 // It was among the fresh ones at the tail.
                 c.fresh = c.fresh.saturating_sub(1);
                 self.metrics.sent = self.metrics.sent.saturating_sub(1);
-                self.rejected(e, Rejection::Invalid(error));
+                self.rejected(e, policy::on_unsendable(error));
             }
         }
     }
@@ -341,7 +339,7 @@ impl Engine {
         self.note_ended(conn, &c);
         log::info!("connection {} lost: {error}", c.jid);
         let error = Arc::new(error);
-        let resent = self.settle_window(c.window, true);
+        let resent = self.settle_window(c.window, true, now);
         let jitter = self.jitter();
         let lifetime = now.saturating_duration_since(c.up_at);
         let mut reconnect = None;
@@ -396,7 +394,7 @@ impl Engine {
             return;
         };
         self.note_ended(conn, &c);
-        let resent = self.settle_window(c.window, false);
+        let resent = self.settle_window(c.window, false, now);
         let stopped = self.fatal.is_some() || self.finished;
         if let Some(s) = self.slots.get_mut(c.slot) {
             if s.state == SlotState::Up(conn) {
@@ -417,28 +415,24 @@ impl Engine {
         }
     }
 
-    /// Requeues (or, fatal, returns) a window; counts a loss if `lost`.
-    /// Returns how many go out again.
-    fn settle_window(&mut self, window: VecDeque<Entry>, lost: bool) -> usize {
+    /// Settles a window that ended: each message's fate is the policy's
+    /// ([`policy::on_loss`] if `lost`, else [`policy::requeue`]). Returns
+    /// how many go out again.
+    fn settle_window(&mut self, window: VecDeque<Entry>, lost: bool, now: Instant) -> usize {
         let mut resent = 0;
         for mut e in window {
-            if lost {
-                e.losses += 1;
-                if policy::on_loss(&self.policy, e.losses) == LossDecision::GiveUp {
-                    log::warn!(
-                        "{} was in flight on {} lost connections: returned",
-                        e.message.id(),
-                        e.losses
-                    );
-                    let n = e.losses;
-                    self.returned(e, ReturnReason::ConnectionsLost(n));
-                    continue;
-                }
-            }
-            if self.fatal.is_none() {
+            let stopped = self.fatal.as_ref();
+            let fate = if lost {
+                let (fate, attempts) = policy::on_loss(&self.policy, e.attempts, stopped);
+                e.attempts = attempts;
+                fate
+            } else {
+                policy::requeue(stopped)
+            };
+            if fate == Fate::Resend {
                 resent += 1;
             }
-            self.requeue(e);
+            self.apply(e, fate, now);
         }
         self.metrics.resent += resent as u64;
         resent

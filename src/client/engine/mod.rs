@@ -48,8 +48,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::policy::Policy;
-use super::{AckMode, ClientConfig, ClientEvent, Metrics, ReturnReason, SendErrorKind};
+use super::policy::{self, Policy};
+use super::{AckMode, ClientConfig, ClientEvent, Metrics, SendErrorKind};
 use crate::error::Error;
 use crate::message::Message;
 pub(crate) use crate::time::later;
@@ -233,7 +233,7 @@ impl Engine {
         let mut entries = self.waiting.take_all();
         entries.sort_by_key(|e| e.seq);
         for e in entries {
-            self.returned(e, ReturnReason::Fatal(Arc::clone(&error)));
+            self.returned(e, policy::on_fatal(&error));
         }
         for s in &mut self.slots {
             if !matches!(s.state, SlotState::Up(_)) {
