@@ -4,7 +4,6 @@
 //! member of its group.
 
 use std::cmp::{Ordering as CmpOrdering, Reverse};
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::time::Instant;
@@ -12,6 +11,7 @@ use std::time::Instant;
 use super::{later, Engine};
 use crate::client::policy::{self, Attempts, Fate};
 use crate::client::{ClientEvent, Rejection, ReturnReason};
+use crate::connection::IdHasher;
 use crate::event::Ack;
 use crate::message::Message;
 
@@ -38,8 +38,9 @@ impl Entry {
     }
 }
 
+/// The hash of a message id a window indexes it by.
 pub(super) fn key_of(id: &str) -> u64 {
-    let mut h = DefaultHasher::new();
+    let mut h = IdHasher::default();
     id.hash(&mut h);
     h.finish()
 }
