@@ -196,7 +196,7 @@ impl Engine {
         match fate {
             Fate::Reject(reason) => self.rejected(e, reason),
             Fate::Return(reason) => {
-                log::info!("{} returned: {reason}", e.message.id());
+                log::warn!("{} returned: {reason}", e.message.id());
                 self.returned(e, reason);
             }
             Fate::RetryAfter(delay) => {

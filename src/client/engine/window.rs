@@ -8,6 +8,7 @@
 //! rare, never a wrong answer) fall back to a scan of the window. The
 //! engine never puts more than `max_pending` here, nor one id twice.
 
+use std::collections::hash_map::Entry as IndexEntry;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 
@@ -79,10 +80,11 @@ impl Window {
     /// next [`hand_out`](Self::hand_out).
     pub(super) fn insert(&mut self, e: Entry) {
         debug_assert!(!self.contains(e.message.id()), "one id twice in a window");
-        if self.index.contains_key(&e.key) {
-            self.collisions += 1;
-        } else {
-            self.index.insert(e.key, e.seq);
+        match self.index.entry(e.key) {
+            IndexEntry::Occupied(_) => self.collisions += 1,
+            IndexEntry::Vacant(v) => {
+                v.insert(e.seq);
+            }
         }
         if e.attempts.is_suspect() {
             self.suspects += 1;
