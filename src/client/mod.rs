@@ -264,8 +264,9 @@ impl fmt::Display for Rejection {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum ReturnReason {
-    /// Retried `max_retries` times, or NACKed with CONNECTION_DRAINING 16
-    /// times (then the code is that one); the last NACK code.
+    /// Retried `max_retries` times, or NACKed with CONNECTION_DRAINING once
+    /// more after 16 resends for it (then the code is that one); the last
+    /// NACK code.
     RetriesExhausted(NackCode),
     /// The client stopped for good (authentication refused, certificate
     /// refused, a worker thread failed): the error.

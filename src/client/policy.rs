@@ -71,8 +71,9 @@ pub(crate) enum Fate {
     Resend,
 }
 
-/// How many CONNECTION_DRAINING NACKs one message may get before it is
-/// returned ([`ReturnReason::RetriesExhausted`] with that code).
+/// How many times one message is resent after a CONNECTION_DRAINING NACK;
+/// the next such NACK returns it ([`ReturnReason::RetriesExhausted`] with
+/// that code).
 ///
 /// A drain NACK is no failure of the message: CCS asks for it to be sent
 /// again on another connection, at once, and it does not count against
