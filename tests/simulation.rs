@@ -222,6 +222,8 @@ struct Track {
     outcomes: u32,
     /// Non-final NACKs handled by the engine (its retry count).
     retries: u32,
+    /// CONNECTION_DRAINING NACKs handled by the engine (not retries).
+    drains: u32,
     /// The earliest time the next write may come.
     not_before: Option<Instant>,
     why: Option<Why>,
@@ -727,8 +729,18 @@ impl Sim {
                 let round = self.round;
                 let now = self.now;
                 if let Some(t) = self.msgs.get_mut(&n.message_id) {
-                    if retried && t.retries < max_retries && n.code != NackCode::BadAck {
-                        t.retries += 1;
+                    // A drain NACK is no retry: bounded by its own count.
+                    let left = if class == RetryClass::NewConnection {
+                        t.drains < 16
+                    } else {
+                        t.retries < max_retries
+                    };
+                    if retried && left && n.code != NackCode::BadAck {
+                        if class == RetryClass::NewConnection {
+                            t.drains += 1;
+                        } else {
+                            t.retries += 1;
+                        }
                         match class {
                             RetryClass::Backoff => {
                                 t.not_before = Some(now + backoff.nominal(t.retries));
@@ -1443,6 +1455,63 @@ fn drain_nacks_are_resent_in_their_original_order() {
     );
     let c2 = up(&mut e, t0);
     assert_eq!(written(&mut e, c2, t0), ["m-0", "m-1", "m-2", "m-3", "m-4"]);
+}
+
+#[test]
+fn a_drain_nack_does_not_use_up_a_retry() {
+    let (mut e, t0) = engine(config(100).max_retries(0));
+    let c1 = up(&mut e, t0);
+    e.accept(msg("m-0")).unwrap();
+    e.accept(msg("m-1")).unwrap();
+    assert_eq!(written(&mut e, c1, t0), ["m-0", "m-1"]);
+    e.on_event(c1, nack("m-0", NackCode::ConnectionDraining), t0);
+    e.on_event(c1, nack("m-1", NackCode::ServiceUnavailable), t0);
+    // No retry allowed: m-1 comes back at once; m-0 was only drained.
+    let c2 = up(&mut e, t0);
+    assert_eq!(written(&mut e, c2, t0), ["m-0"]);
+    e.on_event(c2, ack("m-0"), t0);
+    let got = outcomes(&mut e);
+    assert_eq!(
+        got,
+        [
+            (
+                "m-1".to_string(),
+                "returned:retries exhausted (SERVICE_UNAVAILABLE)".to_string()
+            ),
+            ("m-0".to_string(), "delivered".to_string())
+        ]
+    );
+}
+
+#[test]
+fn a_message_drained_on_every_connection_is_returned_after_a_bound() {
+    let (mut e, t0) = engine(config(100).max_retries(0));
+    e.accept(msg("m")).unwrap();
+    let mut writes = 0;
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        let c = up(&mut e, t0);
+        let w = written(&mut e, c, t0);
+        if w.is_empty() {
+            break;
+        }
+        assert_eq!(w, ["m"]);
+        writes += 1;
+        e.on_event(c, nack("m", NackCode::ConnectionDraining), t0);
+        got.extend(outcomes(&mut e));
+        if !got.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(
+        got,
+        [(
+            "m".to_string(),
+            "returned:retries exhausted (CONNECTION_DRAINING)".to_string()
+        )]
+    );
+    // The first write and 16 resends (the documented bound), no more.
+    assert_eq!(writes, 17);
 }
 
 #[test]

@@ -105,8 +105,9 @@ impl<S: Read + Write + SetTimeout + Send> Link for Connection<S> {
         Connection::jid(self)
     }
     fn send_buffered(&mut self, message: &Message) -> Result<()> {
-        // The engine only holds messages `Client::send` validated.
-        self.send_validated(message)
+        // The engine only holds messages `Client::send` validated, and keeps
+        // the window: the connection keeps no second one.
+        self.send_untracked(message)
     }
     fn ack_buffered(&mut self, to: &str, message_id: &str) -> Result<()> {
         self.ack_to(to, message_id)
@@ -147,7 +148,8 @@ impl Link for ThreadedLink {
         self.conn.jid()
     }
     fn send_buffered(&mut self, message: &Message) -> Result<()> {
-        self.conn.send_buffered(message)
+        // As for `Connection` above.
+        self.conn.send_untracked(message)
     }
     fn ack_buffered(&mut self, to: &str, message_id: &str) -> Result<()> {
         self.conn.ack_to(to, message_id)

@@ -62,7 +62,13 @@ pub struct ClientConfig {
     pub dedup_window: usize,
     /// Backoff for SERVICE_UNAVAILABLE / INTERNAL_SERVER_ERROR retries. Default 1 s .. 60 s.
     pub retry_backoff: Backoff,
-    /// Retries after which a message is returned. Default 8.
+    /// Retries after which a message is returned. Default 8. Only NACKs
+    /// that ask for a retry with backoff (SERVICE_UNAVAILABLE,
+    /// INTERNAL_SERVER_ERROR, unknown codes, rate limits with
+    /// `rate_limited_retry`) count: a CONNECTION_DRAINING NACK is no failure
+    /// of the message, which goes out again at once on another connection
+    /// whatever this is, up to 16 times
+    /// ([`ReturnReason::RetriesExhausted`] with that code after that).
     pub max_retries: u32,
     /// Backoff between failed connection attempts. Default 1 s .. 60 s.
     pub reconnect_backoff: Backoff,
@@ -258,7 +264,9 @@ impl fmt::Display for Rejection {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum ReturnReason {
-    /// Retried `max_retries` times; the last NACK code.
+    /// Retried `max_retries` times, or NACKed with CONNECTION_DRAINING once
+    /// more after 16 resends for it (then the code is that one); the last
+    /// NACK code.
     RetriesExhausted(NackCode),
     /// The client stopped for good (authentication refused, certificate
     /// refused, a worker thread failed): the error.

@@ -9,6 +9,8 @@
 
 mod session;
 
+pub(crate) use session::IdHasher;
+
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{Read, Write};
@@ -237,11 +239,16 @@ impl<S: Read + Write + SetTimeout> Connection<S> {
         self.session.send(message, false)
     }
 
-    /// [`send_buffered`](Self::send_buffered) for a message that has passed
-    /// [`Message::validate`] already (the worker's: the application's
-    /// `send` validated it), so it is validated once, not twice.
-    pub(crate) fn send_validated(&mut self, message: &Message) -> Result<()> {
+    /// [`send_buffered`](Self::send_buffered) for the worker: the message
+    /// has passed [`Message::validate`] already (the application's `send`
+    /// validated it), so it is validated once, not twice; and the driver
+    /// keeps the window itself (its engine is the one owner of what is in
+    /// flight): from the first call on, this connection checks and records
+    /// no pending ids ([`pending`](Self::pending) stays 0), so the two can
+    /// never disagree. Still refused while draining or closed.
+    pub(crate) fn send_untracked(&mut self, message: &Message) -> Result<()> {
         self.check_open()?;
+        self.session.untrack();
         self.session.send(message, true)
     }
 

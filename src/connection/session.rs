@@ -56,6 +56,9 @@ pub(crate) struct Session {
     read_timeout: Option<Duration>,
     max_pending: usize,
     pending: HashSet<String, BuildHasherDefault<IdHasher>>,
+    /// False once the driver's caller keeps the window itself
+    /// ([`untrack`](Self::untrack)): `pending` stays empty then.
+    tracked: bool,
     draining: bool,
     /// The stream ended (either side, an error, or the peer was found dead).
     closed: bool,
@@ -82,6 +85,7 @@ impl Session {
             read_timeout: config.timeouts.read,
             max_pending: config.max_pending,
             pending: HashSet::with_capacity_and_hasher(config.max_pending, Default::default()),
+            tracked: true,
             draining: false,
             closed: false,
             closing: false,
@@ -109,6 +113,17 @@ impl Session {
 
     pub(crate) fn max_pending(&self) -> usize {
         self.max_pending
+    }
+
+    /// The caller keeps the window from now on (the worker's engine: one
+    /// owner of in-flight state): [`send`](Self::send) no longer checks or
+    /// records pending ids, and answers are not matched against them. The
+    /// caller keeps at most `max_pending` in flight and never one id twice.
+    pub(crate) fn untrack(&mut self) {
+        if self.tracked {
+            self.tracked = false;
+            self.pending = HashSet::default();
+        }
     }
 
     pub(crate) fn is_draining(&self) -> bool {
@@ -164,6 +179,10 @@ impl Session {
             debug_assert!(message.validate().is_ok(), "not validated");
         } else {
             message.validate()?;
+        }
+        if !self.tracked {
+            wire::message(&mut self.out, message, &mut self.json);
+            return Ok(());
         }
         if self.pending.len() >= self.max_pending {
             return Err(Error::WindowFull);
@@ -324,7 +343,11 @@ impl Session {
         }
         let json = json.trim();
         if let Some(s) = Settlement::scan(json).filter(Settlement::settles) {
-            if let Some(id) = self.pending.take(s.message_id()) {
+            let id = match self.tracked {
+                true => self.pending.take(s.message_id()),
+                false => Some(s.message_id().to_string()),
+            };
+            if let Some(id) = id {
                 let event = s.into_event(id);
                 if event.is_connection_draining() && !self.draining {
                     log::info!("connection draining (nack)");
@@ -387,11 +410,11 @@ impl Session {
     /// [`Event::AckRefused`] never does.
     fn account(&mut self, event: &Event) {
         match event {
-            Event::Ack(a) if !self.pending.remove(&a.message_id) => {
+            Event::Ack(a) if self.tracked && !self.pending.remove(&a.message_id) => {
                 log::debug!("ack for a message not pending here: {}", a.message_id);
             }
             Event::Nack(n) => {
-                if !self.pending.remove(&n.message_id) {
+                if self.tracked && !self.pending.remove(&n.message_id) {
                     log::debug!("nack for a message not pending here: {}", n.message_id);
                 }
                 if n.code == NackCode::ConnectionDraining && !self.draining {
@@ -399,7 +422,7 @@ impl Session {
                     self.draining = true;
                 }
             }
-            Event::StanzaError(e) => {
+            Event::StanzaError(e) if self.tracked => {
                 let removed = e.id.as_deref().is_some_and(|id| self.pending.remove(id));
                 if !removed {
                     if let Some(id) = e.message_id.as_deref() {

@@ -628,3 +628,60 @@ fn a_draining_connection_refuses_sends_but_still_acks() {
     conn.ack(&ev).unwrap();
     assert!(conn.get_ref().written_str()[before..].contains("\"message_type\":\"ack\""));
 }
+
+#[test]
+fn driven_as_a_worker_link_the_connection_keeps_no_window_of_its_own() {
+    use crate::client::Link;
+    // The worker's engine owns the window: past the connection's own
+    // `max_pending` the link still writes (the engine never asks that, but
+    // if the two ever disagreed, a refused write would cost the connection).
+    let mock = MockStream::new(server_script()).at_end(AtEnd::Silent);
+    let mut conn = Connection::from_stream(mock, &config().max_pending(2)).unwrap();
+    for i in 0..3 {
+        let m = Message::to("tok").message_id(format!("m-{i}"));
+        Link::send_buffered(&mut conn, &m).unwrap();
+    }
+    Link::flush(&mut conn).unwrap();
+    assert_eq!(conn.pending(), 0);
+    let w = conn.get_ref().written_str();
+    assert!(w.contains("<message id=\"m-2\">"), "{w}");
+
+    // Answers are decoded exactly as before, known ids or not.
+    conn.get_mut().push_input(ccs(
+        r#"{"message_type":"ack","message_id":"m-0","from":"tok"}"#,
+    ));
+    conn.get_mut().push_input(ccs(
+        r#"{"message_type":"nack","message_id":"m-1","from":"tok","error":"SERVICE_UNAVAILABLE"}"#,
+    ));
+    conn.get_mut().push_input(ccs(
+        r#"{"message_type":"ack","message_id":"never-sent","from":"tok"}"#,
+    ));
+    conn.get_mut().push_input("<message id=\"m-2\" type=\"error\"><gcm xmlns=\"google:mobile:data\">{\"to\":\"tok\"}</gcm><error code=\"400\" type=\"modify\"><bad-request xmlns=\"urn:ietf:params:xml:ns:xmpp-stanzas\"/></error></message>");
+    let mut got = Vec::new();
+    while let Some(ev) = Link::recv_event(&mut conn, Duration::from_millis(50)).unwrap() {
+        got.push(ev);
+    }
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert!(
+        matches!(&got[0], Event::Ack(a) if a.message_id == "m-0" && a.from.as_deref() == Some("tok"))
+    );
+    assert!(
+        matches!(&got[1], Event::Nack(n) if n.message_id == "m-1" && n.code == NackCode::ServiceUnavailable)
+    );
+    assert!(matches!(&got[2], Event::Ack(a) if a.message_id == "never-sent"));
+    assert!(matches!(&got[3], Event::StanzaError(s) if s.id.as_deref() == Some("m-2")));
+    assert_eq!(conn.pending(), 0);
+
+    // A drain NACK still marks it draining, and a draining connection
+    // still refuses new messages.
+    conn.get_mut().push_input(ccs(
+        r#"{"message_type":"nack","message_id":"m-9","error":"CONNECTION_DRAINING"}"#,
+    ));
+    let ev = Link::recv_event(&mut conn, Duration::from_millis(50)).unwrap();
+    assert!(matches!(ev, Some(Event::Nack(n)) if n.code == NackCode::ConnectionDraining));
+    assert!(conn.is_draining());
+    assert!(matches!(
+        Link::send_buffered(&mut conn, &Message::to("tok").message_id("m-10")),
+        Err(Error::Draining)
+    ));
+}

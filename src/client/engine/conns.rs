@@ -6,10 +6,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::queue::{key_of, Entry};
+use super::queue::Entry;
+use super::window::Window;
 use super::{later, min_opt, ConnId, ConnStep, Engine, SlotStep};
-use crate::client::policy::{self, LossDecision, SlotDecision};
-use crate::client::{ClientEvent, Rejection, ReturnReason};
+use crate::client::policy::{self, Fate, SlotDecision};
+use crate::client::ClientEvent;
 use crate::error::{Error, InvalidMessage};
 use crate::event::Event;
 use crate::message::Message;
@@ -19,10 +20,8 @@ pub(super) struct Conn {
     pub(super) slot: usize,
     pub(super) jid: String,
     pub(super) up_at: Instant,
-    /// In flight, in the order written.
-    pub(super) window: VecDeque<Entry>,
-    /// Moved into the window by the last `conn_step`, not yet handed out.
-    pub(super) fresh: usize,
+    /// In flight: the one record of it.
+    pub(super) window: Window,
     pub(super) draining_since: Option<Instant>,
     /// Decided to close; waiting for [`Engine::closed`].
     pub(super) closing: bool,
@@ -34,20 +33,6 @@ pub(super) struct Conn {
     /// They enter the dedup set only once written: one whose connection dies
     /// first is delivered to the application again when CCS redelivers it.
     pub(super) acks_unwritten: VecDeque<(u64, String, String)>,
-}
-
-impl Conn {
-    pub(super) fn position(&self, id: &str) -> Option<usize> {
-        let key = key_of(id);
-        self.window
-            .iter()
-            .position(|e| e.key == key && e.message.id() == id)
-    }
-    pub(super) fn has_suspect(&self) -> bool {
-        self.window
-            .iter()
-            .any(|e| e.losses >= policy::SUSPECT_AFTER_LOSSES)
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,8 +130,7 @@ impl Engine {
                 slot,
                 jid: jid.to_string(),
                 up_at: now,
-                window: VecDeque::new(),
-                fresh: 0,
+                window: Window::default(),
                 draining_since: None,
                 closing: false,
                 acks: Vec::new(),
@@ -213,25 +197,24 @@ impl Engine {
                 let Some(front) = self.waiting.front() else {
                     break;
                 };
-                let suspect = front.losses >= policy::SUSPECT_AFTER_LOSSES;
-                if (suspect && !c.window.is_empty()) || c.has_suspect() {
+                let suspect = front.attempts.is_suspect();
+                if (suspect && !c.window.is_empty()) || c.window.has_suspect() {
                     break;
                 }
-                if c.position(front.message.id()).is_some() {
+                if c.window.contains(front.message.id()) {
                     // The same id is still in flight here: wait for its answer.
                     break;
                 }
                 let Some(e) = self.waiting.pop_front() else {
                     break;
                 };
-                c.window.push_back(e);
+                c.window.insert(e);
                 moved += 1;
                 if suspect {
                     break;
                 }
             }
-            c.fresh += moved;
-            step.send = c.fresh;
+            step.send = c.window.fresh();
             self.metrics.sent += moved as u64;
             if c.window.len() < max_pending {
                 step.wake = next_retry;
@@ -247,17 +230,10 @@ impl Engine {
     /// The messages `conn_step` told the driver to write (`send` of them),
     /// in order. Call once per step: it marks them handed out.
     pub fn outgoing(&mut self, conn: ConnId) -> impl Iterator<Item = &Message> + '_ {
-        let (window, n) = match self.conns.get_mut(&conn) {
-            Some(c) => {
-                let n = std::mem::take(&mut c.fresh);
-                (Some(&c.window), n)
-            }
-            None => (None, 0),
-        };
-        window
+        self.conns
+            .get_mut(&conn)
             .into_iter()
-            .flat_map(move |w| w.range(w.len() - n..))
-            .map(|e| &e.message)
+            .flat_map(|c| c.window.hand_out())
     }
 
     /// The driver could not write message `id` on `conn` because it is
@@ -266,13 +242,9 @@ impl Engine {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if let Some(i) = c.position(id) {
-            if let Some(e) = c.window.remove(i) {
-                // It was among the fresh ones at the tail.
-                c.fresh = c.fresh.saturating_sub(1);
-                self.metrics.sent = self.metrics.sent.saturating_sub(1);
-                self.rejected(e, Rejection::Invalid(error));
-            }
+        if let Some(e) = c.window.remove(id) {
+            self.metrics.sent = self.metrics.sent.saturating_sub(1);
+            self.rejected(e, policy::on_unsendable(error));
         }
     }
 
@@ -303,7 +275,7 @@ impl Engine {
         self.conns.get(&conn).map_or(0, |c| c.window.len())
     }
 
-    /// The ids in flight on `conn`, in the order written.
+    /// The ids in flight on `conn`, in acceptance order.
     pub fn in_flight_ids(&self, conn: ConnId) -> Vec<String> {
         self.conns.get(&conn).map_or_else(Vec::new, |c| {
             c.window
@@ -341,7 +313,7 @@ impl Engine {
         self.note_ended(conn, &c);
         log::info!("connection {} lost: {error}", c.jid);
         let error = Arc::new(error);
-        let resent = self.settle_window(c.window, true);
+        let resent = self.settle_window(c.window.into_entries(), true, now);
         let jitter = self.jitter();
         let lifetime = now.saturating_duration_since(c.up_at);
         let mut reconnect = None;
@@ -396,7 +368,7 @@ impl Engine {
             return;
         };
         self.note_ended(conn, &c);
-        let resent = self.settle_window(c.window, false);
+        let resent = self.settle_window(c.window.into_entries(), false, now);
         let stopped = self.fatal.is_some() || self.finished;
         if let Some(s) = self.slots.get_mut(c.slot) {
             if s.state == SlotState::Up(conn) {
@@ -417,28 +389,24 @@ impl Engine {
         }
     }
 
-    /// Requeues (or, fatal, returns) a window; counts a loss if `lost`.
-    /// Returns how many go out again.
-    fn settle_window(&mut self, window: VecDeque<Entry>, lost: bool) -> usize {
+    /// Settles a window that ended: each message's fate is the policy's
+    /// ([`policy::on_loss`] if `lost`, else [`policy::requeue`]). Returns
+    /// how many go out again.
+    fn settle_window(&mut self, window: VecDeque<Entry>, lost: bool, now: Instant) -> usize {
         let mut resent = 0;
         for mut e in window {
-            if lost {
-                e.losses += 1;
-                if policy::on_loss(&self.policy, e.losses) == LossDecision::GiveUp {
-                    log::warn!(
-                        "{} was in flight on {} lost connections: returned",
-                        e.message.id(),
-                        e.losses
-                    );
-                    let n = e.losses;
-                    self.returned(e, ReturnReason::ConnectionsLost(n));
-                    continue;
-                }
-            }
-            if self.fatal.is_none() {
+            let stopped = self.fatal.as_ref();
+            let fate = if lost {
+                let (fate, attempts) = policy::on_loss(&self.policy, e.attempts, stopped);
+                e.attempts = attempts;
+                fate
+            } else {
+                policy::requeue(stopped)
+            };
+            if fate == Fate::Resend {
                 resent += 1;
             }
-            self.requeue(e);
+            self.apply(e, fate, now);
         }
         self.metrics.resent += resent as u64;
         resent

@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use super::conns::Conn;
 use super::queue::Entry;
-use super::{later, AckState, ConnId, Engine};
-use crate::client::policy::{self, NackDecision};
-use crate::client::{AckHandle, AckMode, ClientEvent, Rejection, ReturnReason};
+use super::{AckState, ConnId, Engine};
+use crate::client::policy;
+use crate::client::{AckHandle, AckMode, ClientEvent};
 use crate::error::Error;
 use crate::event::{Ack, Event, Nack, NackCode, StanzaError};
 
@@ -54,7 +54,7 @@ impl Engine {
         match event {
             Event::Ack(ack) => self.on_ack(conn, ack),
             Event::Nack(nack) => self.on_nack(conn, nack, now),
-            Event::StanzaError(err) => self.on_stanza_error(conn, err),
+            Event::StanzaError(err) => self.on_stanza_error(conn, err, now),
             Event::Upstream(_) | Event::Receipt(_) => self.on_inbound(conn, event),
             Event::Control(ref ctl) if ctl.kind == crate::ControlKind::ConnectionDraining => {
                 self.start_draining(conn, now)
@@ -68,11 +68,7 @@ impl Engine {
 
     fn take_in_flight(&mut self, conn: ConnId, ids: [Option<&str>; 2]) -> Option<Entry> {
         let c = self.conns.get_mut(&conn)?;
-        let i = ids.into_iter().flatten().find_map(|id| c.position(id))?;
-        let e = c.window.remove(i)?;
-        // An answer for a message not handed out yet cannot be; keep `fresh` sane.
-        c.fresh = c.fresh.min(c.window.len());
-        Some(e)
+        ids.into_iter().flatten().find_map(|id| c.window.remove(id))
     }
 
     fn on_ack(&mut self, conn: ConnId, ack: Ack) {
@@ -105,39 +101,20 @@ impl Engine {
             return;
         };
         let jitter = self.jitter();
-        match policy::on_nack(&self.policy, &nack.code, e.retries, jitter) {
-            NackDecision::Reject => self.rejected(e, Rejection::Nack(nack)),
-            NackDecision::GiveUp => {
-                log::info!("{} returned after {} retries", nack.message_id, e.retries);
-                self.returned(e, ReturnReason::RetriesExhausted(nack.code));
-            }
-            NackDecision::Resend => {
-                e.retries += 1;
-                self.metrics.retried += 1;
-                self.requeue(e);
-            }
-            NackDecision::RetryAfter(delay) => {
-                e.retries += 1;
-                self.metrics.retried += 1;
-                log::info!(
-                    "{} nacked {}: retry {} in {delay:?}",
-                    nack.message_id,
-                    nack.code,
-                    e.retries
-                );
-                if self.fatal.is_some() {
-                    self.requeue(e);
-                } else {
-                    self.waiting.schedule(later(now, delay), e);
-                }
-            }
+        let before = e.attempts;
+        let (fate, attempts) =
+            policy::on_nack(&self.policy, nack, before, self.fatal.as_ref(), jitter);
+        if attempts != before {
+            self.metrics.retried += 1;
         }
+        e.attempts = attempts;
+        self.apply(e, fate, now);
     }
 
-    fn on_stanza_error(&mut self, conn: ConnId, err: StanzaError) {
+    fn on_stanza_error(&mut self, conn: ConnId, err: StanzaError, now: Instant) {
         let (id, mid) = (err.id.clone(), err.message_id.clone());
         match self.take_in_flight(conn, [id.as_deref(), mid.as_deref()]) {
-            Some(e) => self.rejected(e, Rejection::StanzaError(err)),
+            Some(e) => self.apply(e, policy::on_stanza_error(err), now),
             None => {
                 log::warn!("stanza error for no pending message: {err:?}");
                 self.events

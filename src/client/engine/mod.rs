@@ -2,7 +2,7 @@
 //!
 //! One state machine owns every message the client accepted until its final
 //! outcome: the queue (in acceptance order), the retry schedule, the window
-//! of every connection (at most `max_pending` each, in the order written), the
+//! of every connection (at most `max_pending` each, in acceptance order), the
 //! reconnect schedule of every pool slot, and shutdown. It holds no thread,
 //! socket, lock or clock: the caller passes `now` in and performs what the
 //! engine answers (connect this slot, write these messages and acks on this
@@ -15,7 +15,9 @@
 //!   [`ClientEvent::Rejected`], [`ClientEvent::Returned`], or a place in the
 //!   list [`Engine::finish`] returns;
 //! - at most `max_pending` messages are in flight on a connection, and a
-//!   message id is never in flight twice on one connection;
+//!   message id is never in flight twice on one connection; the engine's
+//!   window is the one record of them (kept in acceptance order, looked up
+//!   by id), the connection keeps none of its own;
 //! - messages go out in acceptance order (a member of an ordered group once
 //!   the one before it has its outcome, see below); those coming back from a
 //!   lost or draining connection go out again ahead of newer ones, in their
@@ -43,13 +45,14 @@
 mod conns;
 mod inbound;
 mod queue;
+mod window;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::policy::Policy;
-use super::{AckMode, ClientConfig, ClientEvent, Metrics, ReturnReason, SendErrorKind};
+use super::policy::{self, Policy};
+use super::{AckMode, ClientConfig, ClientEvent, Metrics, SendErrorKind};
 use crate::error::Error;
 use crate::message::Message;
 pub(crate) use crate::time::later;
@@ -233,7 +236,7 @@ impl Engine {
         let mut entries = self.waiting.take_all();
         entries.sort_by_key(|e| e.seq);
         for e in entries {
-            self.returned(e, ReturnReason::Fatal(Arc::clone(&error)));
+            self.returned(e, policy::on_fatal(&error));
         }
         for s in &mut self.slots {
             if !matches!(s.state, SlotState::Up(_)) {
@@ -249,7 +252,7 @@ impl Engine {
         self.accepting = false;
         let mut all = self.waiting.take_all();
         for (_, c) in std::mem::take(&mut self.conns) {
-            all.extend(c.window);
+            all.extend(c.window.into_entries());
         }
         for s in &mut self.slots {
             s.state = SlotState::Stopped;

@@ -4,14 +4,14 @@
 //! member of its group.
 
 use std::cmp::{Ordering as CmpOrdering, Reverse};
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
 use std::time::Instant;
 
-use super::Engine;
+use super::{later, Engine};
+use crate::client::policy::{self, Attempts, Fate};
 use crate::client::{ClientEvent, Rejection, ReturnReason};
+use crate::connection::IdHasher;
 use crate::event::Ack;
 use crate::message::Message;
 
@@ -23,10 +23,8 @@ pub(super) struct Entry {
     pub(super) seq: u64,
     /// Hash of the message id, for cheap lookups in a window.
     pub(super) key: u64,
-    /// Retries after a NACK so far.
-    pub(super) retries: u32,
-    /// Lost connections this message was in flight on.
-    pub(super) losses: u32,
+    /// Retries, losses and drains so far: what the policy decides by.
+    pub(super) attempts: Attempts,
 }
 
 impl Entry {
@@ -35,14 +33,14 @@ impl Entry {
             key: key_of(message.id()),
             message,
             seq,
-            retries: 0,
-            losses: 0,
+            attempts: Attempts::default(),
         }
     }
 }
 
+/// The hash of a message id a window indexes it by.
 pub(super) fn key_of(id: &str) -> u64 {
-    let mut h = DefaultHasher::new();
+    let mut h = IdHasher::default();
     id.hash(&mut h);
     h.finish()
 }
@@ -193,15 +191,33 @@ impl Waiting {
 }
 
 impl Engine {
-    /// Puts an entry back in the queue at its place in acceptance order (or,
-    /// after a fatal error, returns it).
-    pub(super) fn requeue(&mut self, entry: Entry) {
-        if let Some(err) = &self.fatal {
-            let err = Arc::clone(err);
-            self.returned(entry, ReturnReason::Fatal(err));
-            return;
+    /// Applies the policy's decision about `e`.
+    pub(super) fn apply(&mut self, e: Entry, fate: Fate, now: Instant) {
+        match fate {
+            Fate::Reject(reason) => self.rejected(e, reason),
+            Fate::Return(reason) => {
+                log::warn!("{} returned: {reason}", e.message.id());
+                self.returned(e, reason);
+            }
+            Fate::RetryAfter(delay) => {
+                log::info!(
+                    "{}: retry {} in {delay:?}",
+                    e.message.id(),
+                    e.attempts.retries
+                );
+                self.waiting.schedule(later(now, delay), e);
+            }
+            Fate::Resend => self.waiting.requeue(e),
         }
-        self.waiting.requeue(entry);
+    }
+
+    /// Puts an entry back in the queue at its place in acceptance order (or,
+    /// after a fatal error, returns it: [`policy::requeue`]).
+    pub(super) fn requeue(&mut self, entry: Entry) {
+        match policy::requeue(self.fatal.as_ref()) {
+            Fate::Return(reason) => self.returned(entry, reason),
+            _ => self.waiting.requeue(entry),
+        }
     }
 
     /// `e` has its final outcome, `event(message)`: the next member of its
