@@ -24,7 +24,7 @@
 //!
 //! `WIRE_SCHEDULES=N` runs N schedules, `WIRE_SEED=S` replays one.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io::{self, BufReader, Read, Write};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -395,7 +395,7 @@ enum Hs {
     AfterBind,
     MidSession,
     /// Never answer the header: the client's handshake timeout.
-    Silent,
+    NoHeader,
 }
 
 /// A fault once the connection is up, after `after` messages arrived.
@@ -464,6 +464,7 @@ struct ConnRecord {
     n: u64,
     bytes: Arc<Mutex<Vec<u8>>>,
     up: Arc<Dir>,
+    down: Arc<Dir>,
     mid_stanza: Arc<AtomicBool>,
     hs: Hs,
     run: Run,
@@ -490,7 +491,15 @@ struct World {
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// The server refused authentication at least once.
     refused_auth: AtomicBool,
+    /// How often each fault happened.
+    fired: Mutex<BTreeMap<String, u64>>,
     cfg: Config,
+}
+
+/// A fault's name without its numbers.
+fn fault_name(f: &impl std::fmt::Debug) -> String {
+    let s = format!("{f:?}");
+    s.split([' ', '{', '(']).next().unwrap_or("").to_string()
 }
 
 impl World {
@@ -499,6 +508,10 @@ impl World {
         if v.len() < 20 {
             v.push(what);
         }
+    }
+    /// Counts a fault that happened.
+    fn fired(&self, what: &str) {
+        *lock(&self.fired).entry(what.to_string()).or_default() += 1;
     }
     fn record(&self, conn: u64, what: What) {
         lock(&self.log).push(Rec {
@@ -527,7 +540,7 @@ impl Connector for WireCcs {
                 1 => Hs::MidFeatures,
                 2 => Hs::CutWrite(1 + rng.below(600)),
                 3 if fatal => Hs::AfterAuth,
-                3 if rng.chance(2) => Hs::Silent,
+                3 if rng.chance(2) => Hs::NoHeader,
                 3 => Hs::AfterSuccess,
                 4 if fatal => Hs::AuthFail,
                 4 => Hs::AfterSuccess,
@@ -578,6 +591,7 @@ impl Connector for WireCcs {
             n,
             bytes: Arc::clone(&bytes),
             up: Arc::clone(&up),
+            down: Arc::clone(&down),
             mid_stanza: Arc::clone(&mid_stanza),
             hs,
             run,
@@ -775,13 +789,22 @@ impl Server {
         ))
     }
 
+    /// True (and counted) if the handshake fault is `stage`.
+    fn hs_at(&self, stage: Hs) -> bool {
+        let at = self.hs == stage;
+        if at {
+            self.w.fired(&format!("{stage:?}"));
+        }
+        at
+    }
+
     fn handshake(&mut self) -> Result<(), Hangup> {
         let hs = self.hs;
-        if hs == Hs::BeforeHeader {
+        if self.hs_at(Hs::BeforeHeader) {
             return Err(Hangup);
         }
         self.expect_header("to open the stream")?;
-        if hs == Hs::Silent {
+        if self.hs_at(Hs::NoHeader) {
             // Wait for the client to give up.
             while self
                 .next(Instant::now() + Duration::from_secs(3))?
@@ -794,7 +817,7 @@ impl Server {
             "<stream:features><mechanisms xmlns=\"{NS_SASL}\"><mechanism>X-OAUTH2</mechanism>\
              <mechanism>PLAIN</mechanism></mechanisms></stream:features>"
         );
-        if hs == Hs::MidFeatures {
+        if self.hs_at(Hs::MidFeatures) {
             return self.send_part(&features);
         }
         self.send(&features)?;
@@ -815,10 +838,12 @@ impl Server {
         }
         match hs {
             Hs::AfterAuth => {
+                self.w.fired("AfterAuth");
                 self.w.refused_auth.store(true, Ordering::Relaxed);
                 return Err(Hangup);
             }
             Hs::AuthFail => {
+                self.w.fired("AuthFail");
                 self.w.refused_auth.store(true, Ordering::Relaxed);
                 self.send(&format!(
                     "<failure xmlns=\"{NS_SASL}\"><not-authorized/></failure>"
@@ -833,11 +858,11 @@ impl Server {
             _ => {}
         }
         self.send(&format!("<success xmlns=\"{NS_SASL}\"/>"))?;
-        if hs == Hs::AfterSuccess {
+        if self.hs_at(Hs::AfterSuccess) {
             return Err(Hangup);
         }
         self.expect_header("after the restart")?;
-        if hs == Hs::AfterRestart {
+        if self.hs_at(Hs::AfterRestart) {
             return Err(Hangup);
         }
         self.header()?;
@@ -861,7 +886,7 @@ impl Server {
             escape(&res),
             self.n
         );
-        if hs == Hs::MidBind {
+        if self.hs_at(Hs::MidBind) {
             return if self.rng.chance(2) {
                 self.send_part(&answer)
             } else {
@@ -869,7 +894,7 @@ impl Server {
             };
         }
         self.send(&answer)?;
-        if hs == Hs::AfterBind {
+        if self.hs_at(Hs::AfterBind) {
             return Err(Hangup);
         }
         let session = self.expect_stanza("the session iq")?;
@@ -879,7 +904,7 @@ impl Server {
                 .violation(format!("conn {n}: bad session iq {session:?}"));
             return Err(Hangup);
         }
-        if hs == Hs::MidSession {
+        if self.hs_at(Hs::MidSession) {
             return Err(Hangup);
         }
         let id = escape(session.attr("id").unwrap_or(""));
@@ -1074,6 +1099,7 @@ impl Server {
         let at = self.answers;
         self.answers += 1;
         if self.run == (Run::CutOwn { at }) {
+            self.w.fired("CutOwn");
             return self.send_part(&stanza);
         }
         self.send(&stanza)?;
@@ -1095,6 +1121,19 @@ impl Server {
 
     /// The connection's fault, once `after` messages have arrived.
     fn fault_after(&mut self, received: u32) -> Result<(), Hangup> {
+        let fires = match self.run {
+            Run::None | Run::CutOwn { .. } => false,
+            Run::Drop { after, .. }
+            | Run::CutClient { after, .. }
+            | Run::Garbage { after, .. }
+            | Run::Oversize { after }
+            | Run::BadJson { after }
+            | Run::Drain { after, .. }
+            | Run::Silent { after } => after == received,
+        };
+        if fires {
+            self.w.fired(&fault_name(&self.run));
+        }
         match self.run {
             Run::Drop { after, rst } if after == received => {
                 self.fin = !rst;
@@ -1148,6 +1187,8 @@ struct Outcome {
     /// Accepted message ids in acceptance order.
     accepted: Vec<String>,
     events: Vec<ClientEvent>,
+    /// How many of `events` came before `shutdown` was called.
+    before_shutdown: usize,
     left: Vec<Message>,
     shutdown_timeout: Duration,
     shutdown_took: Duration,
@@ -1191,7 +1232,7 @@ fn run_schedule(seed: u64) -> (Arc<World>, Outcome) {
         seed,
         key,
         max_pending: cfg.connection.max_pending,
-        fatal_ok: rng.chance(12),
+        fatal_ok: rng.chance(8),
         refuse: 2 + rng.below(10),
         hs_fault: 2 + rng.below(6),
         run_fault: 1 + rng.below(3),
@@ -1202,6 +1243,7 @@ fn run_schedule(seed: u64) -> (Arc<World>, Outcome) {
         conns: Mutex::new(Vec::new()),
         threads: Mutex::new(Vec::new()),
         refused_auth: AtomicBool::new(false),
+        fired: Mutex::new(BTreeMap::new()),
         cfg: cfg.connection.clone(),
     });
     let (client, mut events) =
@@ -1231,6 +1273,7 @@ fn run_schedule(seed: u64) -> (Arc<World>, Outcome) {
         }
     }
     let shutdown_timeout = rng.ms(0, 150);
+    let before_shutdown = got.len();
     let t0 = Instant::now();
     let left = client.shutdown(shutdown_timeout);
     let shutdown_took = t0.elapsed();
@@ -1250,6 +1293,7 @@ fn run_schedule(seed: u64) -> (Arc<World>, Outcome) {
         Outcome {
             accepted,
             events: got,
+            before_shutdown,
             left,
             shutdown_timeout,
             shutdown_took,
@@ -1259,7 +1303,7 @@ fn run_schedule(seed: u64) -> (Arc<World>, Outcome) {
 }
 
 /// Waits (bounded) for the server threads, then judges the schedule.
-fn judge_schedule(w: &World, out: &Outcome) -> Vec<String> {
+fn judge_schedule(w: &World, out: &Outcome, stats: &mut BTreeMap<String, u64>) -> Vec<String> {
     let until = Instant::now() + Duration::from_secs(10);
     let threads = std::mem::take(&mut *lock(&w.threads));
     for t in threads {
@@ -1295,12 +1339,68 @@ fn judge_schedule(w: &World, out: &Outcome) -> Vec<String> {
         }
         let cut = bytes.iter().rposition(|&b| b == b'>').map_or(0, |i| i + 1);
         let tail_text = bytes[cut..].iter().any(|b| !b.is_ascii_whitespace());
-        let failed = c.up.lock().write_failed;
-        if (c.mid_stanza.load(Ordering::Relaxed) || tail_text) && !failed {
+        let (failed, cut) = {
+            let st = c.up.lock();
+            (st.write_failed, st.cut_at.is_some_and(|at| st.total >= at))
+        };
+        let partial = c.mid_stanza.load(Ordering::Relaxed) || tail_text;
+        if cut {
+            *stats.entry("client writes cut".into()).or_default() += 1;
+        }
+        if partial && failed {
+            *stats.entry("client stanzas cut short".into()).or_default() += 1;
+        }
+        if partial && !failed {
             v.push(format!(
                 "conn {} ({:?}, {:?}): the client's bytes end inside a stanza, no write failed",
                 c.n, c.hs, c.run
             ));
+        }
+    }
+
+    // An ack the client read is reported. Judged where that is certain: the
+    // client reported the connection lost before `shutdown` was called (so
+    // it handled all it had read), read every byte the server wrote, never
+    // failed a write there (it stops reading then), and the server sent no
+    // garbage (the client stops at the first bad stanza).
+    let delivered: HashSet<&str> = out
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Delivered { message, .. } => Some(message.id()),
+            _ => None,
+        })
+        .collect();
+    let lost_early: HashSet<String> = out.events[..out.before_shutdown]
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Lost { jid, .. } => jid.get(jid.len().saturating_sub(8)..),
+            _ => None,
+        })
+        .map(str::to_string)
+        .collect();
+    for c in lock(&w.conns).iter() {
+        let drained = {
+            let d = c.down.lock();
+            d.segs.is_empty() && !d.reset
+        };
+        let clean = !matches!(c.run, Run::Garbage { .. } | Run::Oversize { .. })
+            && !c.up.lock().write_failed;
+        if !(drained && clean && lost_early.contains(&format!("{:08X}", c.n))) {
+            continue;
+        }
+        *stats
+            .entry("connections judged for lost acks".into())
+            .or_default() += 1;
+        for r in log.iter().filter(|r| r.conn == c.n) {
+            if let What::Answered(id, Answer::Ack) = &r.what {
+                if !delivered.contains(id.as_str()) {
+                    v.push(format!(
+                        "conn {} ({:?}, {:?}): the client read the ack of {id} and never reported it",
+                        c.n, c.hs, c.run
+                    ));
+                }
+            }
         }
     }
 
@@ -1315,6 +1415,9 @@ fn judge_schedule(w: &World, out: &Outcome) -> Vec<String> {
         _ => None,
     });
     for ev in &out.events {
+        let kind = format!("{ev:?}");
+        let kind = kind.split([' ', '{', '(']).next().unwrap_or("");
+        *stats.entry(format!("event {kind}")).or_default() += 1;
         if let ClientEvent::Fatal { error } = ev {
             let expected = matches!(**error, Error::AuthFailed { .. })
                 && w.refused_auth.load(Ordering::Relaxed);
@@ -1390,7 +1493,11 @@ fn judge_schedule(w: &World, out: &Outcome) -> Vec<String> {
 
     // Messages coming back from a connection reach the next one in order;
     // a retry on the same connection after a backoff NACK waits for it.
-    check_returns(&log, &seq, out.cfg.retry_backoff.initial, &mut v);
+    check_returns(&log, &seq, out.cfg.retry_backoff.initial, &mut v, stats);
+    for (k, n) in lock(&w.fired).iter() {
+        *stats.entry(format!("fault {k}")).or_default() += n;
+    }
+    *stats.entry("shutdown list".into()).or_default() += out.left.len() as u64;
 
     if out.shutdown_took > out.shutdown_timeout + SHUTDOWN_SLACK {
         v.push(format!(
@@ -1406,7 +1513,13 @@ fn judge_schedule(w: &World, out: &Outcome) -> Vec<String> {
 /// wherever they land: `a` before `b` when `a` was accepted first and came
 /// back no later than `b` (a drain NACK comes back when the client reads it,
 /// everything still pending when the connection ends).
-fn check_returns(log: &[Rec], seq: &HashMap<&str, usize>, initial: Duration, v: &mut Vec<String>) {
+fn check_returns(
+    log: &[Rec],
+    seq: &HashMap<&str, usize>,
+    initial: Duration,
+    v: &mut Vec<String>,
+    stats: &mut BTreeMap<String, u64>,
+) {
     // (id, from connection, came back at (log position; MAX: at the end), written at)
     let mut back: Vec<(String, u64, usize, usize)> = Vec::new();
     let mut open: HashMap<u64, Vec<(String, usize)>> = HashMap::new();
@@ -1431,6 +1544,7 @@ fn check_returns(log: &[Rec], seq: &HashMap<&str, usize>, initial: Duration, v: 
                             .iter()
                             .find(|n| matches!(&n.what, What::Wrote(i) if i == id));
                         if let Some(n) = next.filter(|n| n.conn == r.conn) {
+                            *stats.entry("backoff gaps checked".into()).or_default() += 1;
                             let gap = n.at.saturating_duration_since(r.at);
                             if gap < initial {
                                 v.push(format!(
@@ -1466,6 +1580,9 @@ fn check_returns(log: &[Rec], seq: &HashMap<&str, usize>, initial: Duration, v: 
     for a in &next {
         for b in &next {
             let same = a.0 == b.0 && a.1 == b.1;
+            if same && a.2 < b.2 && a.3 <= b.3 {
+                *stats.entry("resend pairs checked".into()).or_default() += 1;
+            }
             if same && a.2 < b.2 && a.3 <= b.3 && a.4 > b.4 {
                 v.push(format!(
                     "{} and {} came back from conn {} and reached conn {} out of acceptance order",
@@ -1480,7 +1597,7 @@ fn schedules() -> u64 {
     std::env::var("WIRE_SCHEDULES")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(60)
+        .unwrap_or(75)
 }
 
 #[test]
@@ -1491,28 +1608,25 @@ fn wire_fault_schedules() {
         None => (0..schedules()).map(|i| 0x3172_0000 + i).collect(),
     };
     let mut violations = 0;
-    let (mut conns, mut writes, mut delivered) = (0, 0, 0);
+    let mut stats: BTreeMap<String, u64> = BTreeMap::new();
     for &seed in &seeds {
         let result = panic::catch_unwind(AssertUnwindSafe(|| {
             let (world, out) = run_schedule(seed);
-            let v = judge_schedule(&world, &out);
-            let c = lock(&world.conns).len();
-            let wr = lock(&world.log)
+            let mut st = BTreeMap::new();
+            let v = judge_schedule(&world, &out, &mut st);
+            *st.entry("connections".into()).or_default() += lock(&world.conns).len() as u64;
+            let received = lock(&world.log)
                 .iter()
                 .filter(|r| matches!(r.what, What::Wrote(_)))
                 .count();
-            let d = out
-                .events
-                .iter()
-                .filter(|e| matches!(e, ClientEvent::Delivered { .. }))
-                .count();
-            (v, c, wr, d)
+            *st.entry("messages received".into()).or_default() += received as u64;
+            (v, st)
         }));
         let v = match result {
-            Ok((v, c, wr, d)) => {
-                conns += c;
-                writes += wr;
-                delivered += d;
+            Ok((v, st)) => {
+                for (k, n) in st {
+                    *stats.entry(k).or_default() += n;
+                }
                 v
             }
             Err(p) => {
@@ -1534,11 +1648,8 @@ fn wire_fault_schedules() {
             }
         }
     }
-    println!(
-        "wire: {conns} connections, {writes} messages received by the server, \
-         {delivered} delivered ({:?})",
-        started.elapsed()
-    );
+    let tally: Vec<String> = stats.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+    println!("wire ({:?}): {}", started.elapsed(), tally.join(", "));
     println!(
         "wire schedules: {}, invariant violations: {violations}",
         seeds.len()
