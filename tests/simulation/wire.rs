@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use fcm_xmpp::client::{
-    Backoff, Client, ClientConfig, ClientEvent, Connector, Link, Rejection, ReturnReason,
+    AckMode, Backoff, Client, ClientConfig, ClientEvent, Connector, Link, Rejection, ReturnReason,
 };
 use fcm_xmpp::{Config, Connection, Error, Keepalive, Message, SetTimeout};
 use xml::reader::{ParserConfig, XmlEvent};
@@ -55,6 +55,9 @@ const NS_SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
 const NS_CLIENT: &str = "jabber:client";
 const NS_GCM: &str = "google:mobile:data";
 const NS_PING: &str = "urn:xmpp:ping";
+/// What CCS answers to XML it cannot parse, and then closes.
+const STREAM_ERROR: &str = "<stream:error><invalid-xml \
+    xmlns=\"urn:ietf:params:xml:ns:xmpp-streams\"/></stream:error></stream:stream>";
 /// Bytes each direction of a pipe buffers before a write waits.
 const PIPE_CAPACITY: usize = 16 << 10;
 /// The largest stanza the client accepts (the oversized one is bigger).
@@ -435,6 +438,10 @@ enum Run {
     Silent {
         after: u32,
     },
+    /// A stream error, then the end of the stream.
+    StreamError {
+        after: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -555,7 +562,7 @@ impl Connector for WireCcs {
         };
         let run = if rng.chance(w.run_fault) {
             let after = rng.below(8) as u32;
-            match rng.below(8) {
+            match rng.below(9) {
                 0 => Run::Drop {
                     after,
                     rst: rng.chance(2),
@@ -575,6 +582,7 @@ impl Connector for WireCcs {
                     after,
                     close_in: rng.ms(5, 60),
                 },
+                7 => Run::StreamError { after },
                 _ => Run::Silent { after },
             }
         } else {
@@ -621,6 +629,7 @@ impl Connector for WireCcs {
             draining: false,
             close_at: None,
             silent: false,
+            upstream: HashMap::new(),
             fin: true,
         };
         let srv = thread::Builder::new()
@@ -680,6 +689,8 @@ struct Server {
     draining: bool,
     close_at: Option<Instant>,
     silent: bool,
+    /// Upstream messages sent here and not acked yet: id -> sender.
+    upstream: HashMap<String, String>,
     /// Hang up with FIN (the client reads what was written) or RST.
     fin: bool,
 }
@@ -738,6 +749,7 @@ impl Server {
             Ok(In::Bad(why)) => {
                 self.w
                     .violation(format!("conn {}: client wrote bad XML: {why}", self.n));
+                let _ = self.send(STREAM_ERROR);
                 Err(Hangup)
             }
             Ok(In::Eof) | Err(RecvTimeoutError::Disconnected) => Err(Hangup),
@@ -996,10 +1008,17 @@ impl Server {
                 .violation(format!("conn {n}: message without message_id"));
             return Err(Hangup);
         };
-        if field("message_type").is_some() {
-            self.w.violation(format!(
-                "conn {n}: the client acked {id}, nothing was sent upstream"
-            ));
+        if let Some(kind) = field("message_type") {
+            // An ack of an upstream message: only for one sent on this
+            // connection, to its sender, once.
+            let to = text(field("to")).unwrap_or_default();
+            let ok = matches!(&kind, miniserde::json::Value::String(k) if k == "ack")
+                && self.upstream.remove(&id).is_some_and(|from| from == to);
+            if !ok {
+                self.w.violation(format!(
+                    "conn {n}: ack of {id} to {to:?}: not an upstream message out on this connection"
+                ));
+            }
             return Ok(());
         }
         if el.attr("id") != Some(id.as_str()) {
@@ -1061,7 +1080,27 @@ impl Server {
             }
         };
         self.answer(&id, answer)?;
+        if self.rng.chance(6) {
+            self.send_upstream()?;
+        }
         self.fault_after(self.received)
+    }
+
+    /// An upstream message from a device, which the client must ack here.
+    fn send_upstream(&mut self) -> Result<(), Hangup> {
+        let k = self.upstream.len() + self.received as usize;
+        let id = format!("up-{}-{k}", self.n);
+        let from = format!("dev-{}", self.rng.below(5));
+        let json = format!(
+            r#"{{"from":"{from}","category":"app","message_id":"{id}","data":{{"t":"<&>]]>"}}}}"#
+        );
+        self.send(&format!(
+            "<message to=\"{SENDER}@gcm.googleapis.com\" from=\"devices@gcm.googleapis.com\" \
+             type=\"normal\"><gcm xmlns=\"{NS_GCM}\">{}</gcm></message>",
+            escape(&json)
+        ))?;
+        self.upstream.insert(id, from);
+        Ok(())
     }
 
     fn due_answers(&mut self) -> Result<(), Hangup> {
@@ -1096,6 +1135,12 @@ impl Server {
                 escape(&format!(r#"{{"to":"tok","message_id":"{id}"}}"#))
             ),
         };
+        // CCS's whitespace keepalive, now and then between stanzas.
+        let stanza = if self.rng.chance(6) {
+            format!(" {stanza}")
+        } else {
+            stanza
+        };
         let at = self.answers;
         self.answers += 1;
         if self.run == (Run::CutOwn { at }) {
@@ -1129,7 +1174,8 @@ impl Server {
             | Run::Oversize { after }
             | Run::BadJson { after }
             | Run::Drain { after, .. }
-            | Run::Silent { after } => after == received,
+            | Run::Silent { after }
+            | Run::StreamError { after } => after == received,
         };
         if fires {
             self.w.fired(&fault_name(&self.run));
@@ -1170,6 +1216,10 @@ impl Server {
                 self.draining = true;
                 self.close_at = Some(Instant::now() + close_in);
                 Ok(())
+            }
+            Run::StreamError { after } if after == received => {
+                let _ = self.send(STREAM_ERROR);
+                Err(Hangup)
             }
             Run::Silent { after } if after == received => {
                 self.silent = true;
@@ -1222,6 +1272,20 @@ fn client_config(rng: &mut Rng, key: &str) -> ClientConfig {
         .poll_interval(Duration::from_millis(1))
         .send_timeout(Duration::from_millis(50))
         .drop_timeout(Duration::from_millis(200))
+        .ack_mode(if rng.chance(3) {
+            AckMode::Manual
+        } else {
+            AckMode::Auto
+        })
+}
+
+/// Keeps an event; in manual ack mode, acks an upstream message first.
+fn handle(client: &Client, ev: ClientEvent, got: &mut Vec<ClientEvent>) {
+    if let ClientEvent::Upstream { ack: Some(h), .. } = &ev {
+        // Fails when its connection is gone: CCS delivers it again.
+        let _ = client.ack(h);
+    }
+    got.push(ev);
 }
 
 fn run_schedule(seed: u64) -> (Arc<World>, Outcome) {
@@ -1261,7 +1325,7 @@ fn run_schedule(seed: u64) -> (Arc<World>, Outcome) {
             thread::sleep(rng.ms(0, 3));
         }
         while let Ok(ev) = events.try_recv() {
-            got.push(ev);
+            handle(&client, ev, &mut got);
         }
     }
     // Let it run a while (to the end, often), then shut down at a random moment.
@@ -1269,7 +1333,7 @@ fn run_schedule(seed: u64) -> (Arc<World>, Outcome) {
     while Instant::now() < settle && got.iter().filter(|e| e.is_outcome()).count() < accepted.len()
     {
         if let Ok(ev) = events.recv_timeout(Duration::from_millis(5)) {
-            got.push(ev);
+            handle(&client, ev, &mut got);
         }
     }
     let shutdown_timeout = rng.ms(0, 150);
