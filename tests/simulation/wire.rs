@@ -5,11 +5,12 @@
 //! over an in-memory duplex byte pipe, and the server end is a small CCS
 //! written for this test alone: it parses what the client writes with an
 //! independent XML parser (the `xml` crate), checks the credentials, plays
-//! the handshake, and answers each downstream message with an ack, a NACK
+//! the handshake, answers each downstream message with an ack, a NACK
 //! (retryable, final, draining and unknown codes), a stanza error or
-//! silence. It drops connections at every handshake stage, cuts the
-//! client's writes at a random byte, stops half-way through writing its own
-//! answer, sends CONNECTION_DRAINING, garbage, bad JSON and a stanza over
+//! silence, and now and then sends an upstream message. It drops
+//! connections at every handshake stage, cuts the client's writes at a
+//! random byte, stops half-way through writing its own answer, sends
+//! CONNECTION_DRAINING, stream errors, garbage, bad JSON and a stanza over
 //! the size limit, and splits what it writes into random pieces. Each
 //! schedule draws all of that from its seed (the threads' timing is real).
 //!
@@ -19,8 +20,11 @@
 //! connection; every byte the client wrote is well-formed XML (a stanza cut
 //! short only where a write failed); messages coming back from a lost or
 //! draining connection reach the next one in acceptance order; a retry after
-//! SERVICE_UNAVAILABLE on the same connection waits the initial backoff; no
-//! thread panics; `shutdown` returns within its deadline plus a margin.
+//! SERVICE_UNAVAILABLE on the same connection waits the initial backoff; an
+//! ack the client read is reported; upstream messages are acked on their own
+//! connection, to their sender, once; no thread panics; `shutdown` returns
+//! within its deadline plus a margin, and nothing new reaches the server
+//! after it.
 //!
 //! `WIRE_SCHEDULES=N` runs N schedules, `WIRE_SEED=S` replays one.
 
@@ -1242,6 +1246,8 @@ struct Outcome {
     left: Vec<Message>,
     shutdown_timeout: Duration,
     shutdown_took: Duration,
+    /// When `shutdown` was called.
+    shutdown_at: Instant,
     cfg: ClientConfig,
 }
 
@@ -1361,6 +1367,7 @@ fn run_schedule(seed: u64) -> (Arc<World>, Outcome) {
             left,
             shutdown_timeout,
             shutdown_took,
+            shutdown_at: t0,
             cfg,
         },
     )
@@ -1563,6 +1570,25 @@ fn judge_schedule(w: &World, out: &Outcome, stats: &mut BTreeMap<String, u64>) -
     }
     *stats.entry("shutdown list".into()).or_default() += out.left.len() as u64;
 
+    // Nothing new is written after the shutdown deadline: the server reads
+    // a write a little after it was made, so it allows the same slack.
+    let deadline = out.shutdown_at + out.shutdown_timeout;
+    for r in &log {
+        if let What::Wrote(id) = &r.what {
+            if r.at > deadline {
+                *stats
+                    .entry("received after the deadline".into())
+                    .or_default() += 1;
+            }
+            if r.at > deadline + SHUTDOWN_SLACK {
+                let late = r.at - deadline;
+                v.push(format!(
+                    "{id} reached conn {} {late:?} after the deadline",
+                    r.conn
+                ));
+            }
+        }
+    }
     if out.shutdown_took > out.shutdown_timeout + SHUTDOWN_SLACK {
         v.push(format!(
             "shutdown({:?}) took {:?}",
