@@ -634,6 +634,7 @@ impl Connector for WireCcs {
             close_at: None,
             silent: false,
             upstream: HashMap::new(),
+            upstream_sent: 0,
             fin: true,
         };
         let srv = thread::Builder::new()
@@ -695,6 +696,7 @@ struct Server {
     silent: bool,
     /// Upstream messages sent here and not acked yet: id -> sender.
     upstream: HashMap<String, String>,
+    upstream_sent: u32,
     /// Hang up with FIN (the client reads what was written) or RST.
     fin: bool,
 }
@@ -910,6 +912,11 @@ impl Server {
             };
         }
         self.send(&answer)?;
+        // CCS sends waiting upstream messages right after bind, before the
+        // session answer: the client keeps them for after the handshake.
+        if self.rng.chance(4) {
+            self.send_upstream()?;
+        }
         if self.hs_at(Hs::AfterBind) {
             return Err(Hangup);
         }
@@ -1092,8 +1099,8 @@ impl Server {
 
     /// An upstream message from a device, which the client must ack here.
     fn send_upstream(&mut self) -> Result<(), Hangup> {
-        let k = self.upstream.len() + self.received as usize;
-        let id = format!("up-{}-{k}", self.n);
+        self.upstream_sent += 1;
+        let id = format!("up-{}-{}", self.n, self.upstream_sent);
         let from = format!("dev-{}", self.rng.below(5));
         let json = format!(
             r#"{{"from":"{from}","category":"app","message_id":"{id}","data":{{"t":"<&>]]>"}}}}"#
@@ -1156,7 +1163,23 @@ impl Server {
         if a == Answer::Nack("CONNECTION_DRAINING") {
             self.start_draining();
         }
+        let ack = a == Answer::Ack;
         self.w.record(self.n, What::Answered(id.to_string(), a));
+        // Now and then the same ack twice, an ack for a message never sent,
+        // or a control message of a type the client does not know.
+        match self.rng.below(40) {
+            0 if ack => self.send(&stanza)?,
+            1 => self.send(&format!(
+                "<message><data:gcm xmlns:data=\"{NS_GCM}\">{{\"message_type\":\"ack\",\
+                 \"message_id\":\"zz-{}\",\"from\":\"tok\"}}</data:gcm></message>",
+                self.n
+            ))?,
+            2 => self.send(&format!(
+                "<message><data:gcm xmlns:data=\"{NS_GCM}\">{{\"message_type\":\"control\",\
+                 \"control_type\":\"SOMETHING_NEW\"}}</data:gcm></message>"
+            ))?,
+            _ => {}
+        }
         Ok(())
     }
 
@@ -1266,7 +1289,7 @@ fn client_config(rng: &mut Rng, key: &str) -> ClientConfig {
         .write_timeout(Some(Duration::from_secs(2)))
         .keepalive(keepalive);
     ClientConfig::new(conn)
-        .connections(1 + rng.below(2) as usize)
+        .connections(1 + rng.below(3) as usize)
         .queue_capacity(4 + rng.below(60) as usize)
         .retry_backoff(Backoff::new(rng.ms(1, 5), Duration::from_millis(20)))
         .max_retries(1 + rng.below(4) as u32)
@@ -1687,7 +1710,7 @@ fn schedules() -> u64 {
     std::env::var("WIRE_SCHEDULES")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(75)
+        .unwrap_or(70)
 }
 
 #[test]
