@@ -62,8 +62,6 @@ const NS_PING: &str = "urn:xmpp:ping";
 /// What CCS answers to XML it cannot parse, and then closes.
 const STREAM_ERROR: &str = "<stream:error><invalid-xml \
     xmlns=\"urn:ietf:params:xml:ns:xmpp-streams\"/></stream:error></stream:stream>";
-/// Bytes each direction of a pipe buffers before a write waits.
-const PIPE_CAPACITY: usize = 16 << 10;
 /// The largest stanza the client accepts (the oversized one is bigger).
 const MAX_STANZA: usize = 4096;
 /// How late `shutdown` may return past its deadline: the client's own
@@ -91,13 +89,22 @@ struct DirState {
     write_failed: bool,
 }
 
-#[derive(Default)]
 struct Dir {
     st: Mutex<DirState>,
     cv: Condvar,
+    /// Bytes buffered before a write waits.
+    capacity: usize,
 }
 
 impl Dir {
+    fn new(capacity: usize) -> Dir {
+        Dir {
+            st: Mutex::default(),
+            cv: Condvar::new(),
+            capacity,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, DirState> {
         self.st.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -116,7 +123,7 @@ impl Dir {
                 self.cv.notify_all();
                 return Err(io::ErrorKind::ConnectionReset.into());
             }
-            let room = PIPE_CAPACITY - st.len;
+            let room = self.capacity.saturating_sub(st.len);
             if room > 0 {
                 let mut n = buf.len().min(room);
                 if let Some(c) = st.cut_at {
@@ -495,6 +502,9 @@ struct World {
     run_fault: u64,
     /// Per mille of answers that are not a plain ack.
     odd_answers: u64,
+    /// Bytes each direction of a pipe buffers: small ones make the client's
+    /// and the server's writes wait for the reader, a piece at a time.
+    pipe_capacity: usize,
     attempts: AtomicU64,
     log: Mutex<Vec<Rec>>,
     violations: Mutex<Vec<String>>,
@@ -592,8 +602,8 @@ impl Connector for WireCcs {
         } else {
             Run::None
         };
-        let up = Arc::new(Dir::default());
-        let down = Arc::new(Dir::default());
+        let up = Arc::new(Dir::new(w.pipe_capacity));
+        let down = Arc::new(Dir::new(w.pipe_capacity));
         let bytes = Arc::new(Mutex::new(Vec::new()));
         let mid_stanza = Arc::new(AtomicBool::new(false));
         if let Hs::CutWrite(b) = hs {
@@ -1330,6 +1340,11 @@ fn run_schedule(seed: u64) -> (Arc<World>, Outcome) {
         hs_fault: 2 + rng.below(6),
         run_fault: 1 + rng.below(3),
         odd_answers: rng.below(400),
+        pipe_capacity: if rng.chance(3) {
+            16 + rng.below(512) as usize
+        } else {
+            16 << 10
+        },
         attempts: AtomicU64::new(0),
         log: Mutex::new(Vec::new()),
         violations: Mutex::new(Vec::new()),
