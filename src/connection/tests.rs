@@ -523,6 +523,24 @@ fn close_returns_late_events() {
 }
 
 #[test]
+fn close_past_its_deadline_still_returns_what_already_arrived() {
+    // At shutdown the worker closes with no time left: the answers already
+    // here are still read (else their messages come back as unanswered and
+    // get sent twice), only the wait for more is skipped.
+    let mut conn = connected("");
+    conn.send(&Message::to("t").message_id("m-1")).unwrap();
+    conn.get_mut().push_input(ccs(
+        r#"{"message_type":"ack","message_id":"m-1","from":"t"}"#,
+    ));
+    conn.limit_close_timeout(Duration::ZERO);
+    let t = Instant::now();
+    let events = conn.close().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(events[0].is_ack());
+}
+
+#[test]
 fn failed_write_poisons_the_connection() {
     let mut conn = connected("");
     let at = conn.get_ref().written.len();
