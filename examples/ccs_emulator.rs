@@ -347,7 +347,8 @@ fn main() {
         std::thread::spawn(move || read_stdin(&emu, &category, &injected));
     }
     schedule.started = Instant::now();
-    let deadline = duration.map(|d| Instant::now() + d);
+    // A huge --duration runs until a signal (`Instant + Duration` would overflow).
+    let deadline = duration.and_then(|d| Instant::now().checked_add(d));
     let mut out = std::io::BufWriter::new(std::io::stdout());
     let _ = out.flush();
     loop {

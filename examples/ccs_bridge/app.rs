@@ -308,7 +308,8 @@ impl App<'_> {
             buf: Vec::new(),
             skipping: false,
         };
-        let deadline = Instant::now() + self.ctx.logon_timeout;
+        // A huge --logon-timeout has no deadline (`Instant + Duration` would overflow).
+        let deadline = Instant::now().checked_add(self.ctx.logon_timeout);
         loop {
             let mut batch = Vec::new();
             let mut eof = false;
@@ -334,7 +335,7 @@ impl App<'_> {
             if !self.handle(batch) || eof || self.ctx.stop.load(Ordering::Relaxed) {
                 return;
             }
-            if self.session.is_none() && Instant::now() >= deadline {
+            if self.session.is_none() && deadline.is_some_and(|d| Instant::now() >= d) {
                 self.error("no LOGON in time: closing");
                 return;
             }

@@ -18,6 +18,7 @@ use crate::event::{ControlKind, Event, NackCode, Settlement};
 use crate::message::Message;
 use crate::ns;
 use crate::stream::stream_error;
+use crate::time::later;
 use crate::wire;
 use crate::xml::{Element, Packet};
 
@@ -288,20 +289,20 @@ impl Session {
         let mut next: Option<Instant> = None;
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
         if let Some(limit) = self.read_timeout {
-            consider(self.last_read + limit);
+            consider(later(self.last_read, limit));
         }
         match self.ping {
             // Bytes after the ping: due now, to retire it.
             Some((_, sent)) if self.last_read > sent => consider(self.last_read),
-            Some((_, sent)) => consider(sent + self.keepalive.dead_after),
+            Some((_, sent)) => consider(later(sent, self.keepalive.dead_after)),
             None => {
                 if let Some(after) = self.keepalive.ping_after {
-                    consider(self.last_read + after);
+                    consider(later(self.last_read, after));
                 }
             }
         }
         if let Some(after) = self.keepalive.whitespace_after {
-            consider(self.last_write + after);
+            consider(later(self.last_write, after));
         }
         next
     }

@@ -703,3 +703,51 @@ fn driven_as_a_worker_link_the_connection_keeps_no_window_of_its_own() {
         Err(Error::Draining)
     ));
 }
+
+/// Every duration a user can configure, however large, is a deadline that
+/// saturates: `recv_event` and `try_recv_event` run the timers and must not
+/// overflow `Instant + Duration` (they panicked with `Duration::MAX`).
+#[test]
+fn huge_timeouts_and_keepalives_never_panic() {
+    for d in [Duration::MAX, Duration::from_secs(u64::MAX / 2)] {
+        let ka = |whitespace, ping| Keepalive {
+            whitespace_after: whitespace,
+            ping_after: ping,
+            dead_after: d,
+        };
+        let configs = [
+            config().read_timeout(Some(d)),
+            config().keepalive(ka(Some(d), None)),
+            config().keepalive(ka(None, Some(d))),
+            // A ping goes out at once and stays unanswered: `dead_after` runs.
+            config().keepalive(ka(None, Some(Duration::ZERO))),
+            config()
+                .read_timeout(Some(d))
+                .write_timeout(Some(d))
+                .close_timeout(Some(d))
+                .handshake_timeout(Some(d))
+                .keepalive(ka(Some(d), Some(d))),
+        ];
+        for (i, cfg) in configs.iter().enumerate() {
+            let mock = MockStream::new(server_script()).at_end(AtEnd::Silent);
+            let mut conn = Connection::from_stream(mock, cfg).expect("handshake");
+            assert_eq!(conn.try_recv_event().unwrap(), None, "config {i}");
+            assert!(conn.next_wake().is_some(), "config {i}: a timer is set");
+            let t = Instant::now();
+            assert_eq!(
+                conn.recv_event(Some(Duration::from_millis(20))).unwrap(),
+                None,
+                "config {i}"
+            );
+            assert!(t.elapsed() < Duration::from_secs(2), "config {i}");
+            conn.send(&Message::to("t")).unwrap();
+            conn.tick().unwrap();
+            if i == 3 {
+                assert!(conn.get_ref().written_str().contains("urn:xmpp:ping"));
+            }
+            // A huge close timeout waits for the server's close tag, which comes.
+            conn.get_mut().push_input("</stream:stream>");
+            conn.close().unwrap();
+        }
+    }
+}

@@ -96,6 +96,8 @@ pub const WINDOW: usize = 100;
 
 /// The shortest [`EmulatorBuilder::poll_interval`].
 const MIN_POLL: Duration = Duration::from_micros(100);
+/// The longest poll interval: a session sees the stop flag within it.
+const MAX_POLL: Duration = Duration::from_secs(1);
 
 /// Identifies one connection to the emulator (numbered from 1 in order of acceptance).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -435,9 +437,10 @@ impl EmulatorBuilder {
     /// (keepalive, draining, the handshake limit) and the script. Held-back answers
     /// under [`Emulator::set_ack_delay`] leave when due, and scripting commands (an
     /// injected upstream message, drain, drop) wake the thread at once, whatever this
-    /// is. Default 5 ms; at least 100 µs. Shorter costs more CPU on idle connections.
+    /// is. Default 5 ms; at least 100 µs and at most 1 s (the stop flag is looked at
+    /// once a poll). Shorter costs more CPU on idle connections.
     pub fn poll_interval(mut self, interval: Duration) -> Self {
-        self.poll = interval.max(MIN_POLL);
+        self.poll = interval.clamp(MIN_POLL, MAX_POLL);
         self
     }
 
@@ -757,7 +760,7 @@ impl Emulator {
     /// Polls the ledger every few milliseconds until `pred` holds or `timeout` passes;
     /// returns whether it held.
     pub fn wait_until(&self, timeout: Duration, mut pred: impl FnMut(&Ledger) -> bool) -> bool {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::time::later(Instant::now(), timeout);
         loop {
             if pred(&self.ledger()) {
                 return true;
@@ -772,7 +775,7 @@ impl Emulator {
     /// Waits until at least `n` authenticated connections are live; returns whether that
     /// happened within `timeout`.
     pub fn wait_for_connections(&self, n: usize, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::time::later(Instant::now(), timeout);
         loop {
             if self.connections().len() >= n {
                 return true;

@@ -208,3 +208,40 @@ fn serves_a_user_supplied_identity() {
         .unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
 }
+
+/// The largest value of every duration and count the builder and the
+/// scripting calls take: deadlines saturate (an unchecked `Instant +
+/// Duration` panicked in the session thread and in `wait_until`), the poll
+/// interval is capped, and the emulator still serves and stops on time.
+#[test]
+fn huge_settings_never_panic() {
+    let emu = Emulator::builder()
+        .sender_id("42")
+        .server_key("k")
+        .keepalive_interval(Duration::MAX)
+        .drain_grace(Duration::MAX)
+        .handshake_timeout(Duration::MAX)
+        .max_stanza_size(usize::MAX)
+        .max_connections(usize::MAX)
+        .poll_interval(Duration::MAX)
+        .record_client_bytes(usize::MAX)
+        .start()
+        .unwrap();
+    assert_eq!(emu.shared.settings.poll, MAX_POLL);
+    emu.set_ack_delay(Duration::MAX);
+    emu.drop_every(Some(usize::MAX));
+    emu.transient_nacks(|_| true, u32::MAX, NackCode::ServiceUnavailable);
+    let mut conn = crate::Connection::connect(&emu.client_config()).unwrap();
+    assert!(emu.wait_for_connections(1, Duration::MAX));
+    emu.drop_after(usize::MAX);
+    conn.send(&crate::Message::to("t")).unwrap();
+    assert!(emu.wait_until(Duration::MAX, |l| l.total_received() == 1));
+    // The answer is held back "forever": none comes.
+    assert_eq!(
+        conn.recv_event(Some(Duration::from_millis(50))).unwrap(),
+        None
+    );
+    let t = Instant::now();
+    emu.shutdown();
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+}

@@ -313,3 +313,24 @@ fn id_hasher_spreads_similar_ids() {
     assert!(top.len() > 100, "{} tags", top.len());
     assert!(low.len() > 500, "{} buckets", low.len());
 }
+
+/// The timers of a session with the largest durations a user can set are
+/// far away, never an overflow: `next_wake` saturates, and `tick` at any
+/// later moment does nothing.
+#[test]
+fn huge_durations_saturate() {
+    let ka = Keepalive {
+        whitespace_after: Some(Duration::MAX),
+        ping_after: Some(Duration::MAX),
+        dead_after: Duration::MAX,
+    };
+    let (mut s, t0) = session(&config().read_timeout(Some(Duration::MAX)).keepalive(ka));
+    let wake = s.next_wake().expect("timers are set");
+    assert!(wake > t0 + S * 86_400 * 365, "saturates far ahead");
+    s.tick(t0 + S * 86_400).unwrap();
+    assert!(s.output().is_empty());
+    // A ping in flight with a huge `dead_after`.
+    s.ping(t0).unwrap();
+    assert!(s.next_wake().expect("the ping's deadline") > t0 + S * 86_400 * 365);
+    s.tick(t0 + S * 86_400).unwrap();
+}

@@ -188,7 +188,8 @@ impl Session {
             let why = format!("more than {MAX_DELAYED} answers held back");
             return self.end(EndMode::CloseStream, &why);
         }
-        self.delayed.push_back((Instant::now() + delay, answer));
+        let due = crate::time::later(Instant::now(), delay);
+        self.delayed.push_back((due, answer));
     }
 
     /// Writes an ACK or NACK (and the receipt after an ACK that asked for one).

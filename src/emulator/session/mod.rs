@@ -82,7 +82,7 @@ fn tls_accept(shared: &Shared, tcp: TcpStream, ctl: &SessionCtl) -> Result<Tls, 
     };
     // Scripting commands cut the session's wait short.
     ctl.set_waker(sock.wake_sender());
-    let deadline = Instant::now() + shared.settings.handshake_timeout;
+    let deadline = crate::time::later(Instant::now(), shared.settings.handshake_timeout);
     let mut attempt = shared.acceptor.accept(sock);
     loop {
         match attempt {
