@@ -61,6 +61,8 @@ pub struct ClientConfig {
     /// delivers it again.
     pub dedup_window: usize,
     /// Backoff for SERVICE_UNAVAILABLE / INTERNAL_SERVER_ERROR retries. Default 1 s .. 60 s.
+    /// `initial` must not be zero and `max` not below it ([`Error::InvalidConfig`]
+    /// naming `retry_backoff` at start).
     pub retry_backoff: Backoff,
     /// Retries after which a message is returned. Default 8. Only NACKs
     /// that ask for a retry with backoff (SERVICE_UNAVAILABLE,
@@ -71,6 +73,8 @@ pub struct ClientConfig {
     /// ([`ReturnReason::RetriesExhausted`] with that code after that).
     pub max_retries: u32,
     /// Backoff between failed connection attempts. Default 1 s .. 60 s.
+    /// `initial` must not be zero and `max` not below it ([`Error::InvalidConfig`]
+    /// naming `reconnect_backoff` at start).
     pub reconnect_backoff: Backoff,
     /// `None` (default): a rate-exceeded NACK is a final rejection. `Some(d)`:
     /// retry that message after `d` (counting against `max_retries`).
@@ -225,13 +229,17 @@ impl ClientConfig {
         if self.max_losses == 0 {
             return bad("max_losses", "must be at least 1");
         }
-        if self.retry_backoff.initial.is_zero() {
-            return bad("retry_backoff", "the initial delay must not be zero");
-        }
-        if self.retry_backoff.max < self.retry_backoff.initial
-            || self.reconnect_backoff.max < self.reconnect_backoff.initial
-        {
-            return bad("retry_backoff", "max must be at least initial");
+        for (field, b) in [
+            ("retry_backoff", &self.retry_backoff),
+            ("reconnect_backoff", &self.reconnect_backoff),
+        ] {
+            // A zero first delay retries (or reconnects) in a busy loop.
+            if b.initial.is_zero() {
+                return bad(field, "the initial delay must not be zero");
+            }
+            if b.max < b.initial {
+                return bad(field, "max must be at least initial");
+            }
         }
         Ok(())
     }
