@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use native_tls::{Certificate, HandshakeError, TlsConnector, TlsStream};
 
+use crate::client::cutoff::{CutOff, OnSet};
+use crate::client::Waker;
 use crate::config::Config;
 use crate::error::{Error, Phase, Result, TlsError, TlsErrorKind};
 
@@ -426,6 +428,9 @@ pub(crate) struct ChannelSocket {
     read_timeout: Option<Duration>,
     nonblocking: bool,
     reader: Option<thread::JoinHandle<()>>,
+    /// While connecting: the shutdown deadline, which wakes the waits when
+    /// it is set; past it nothing is read or written.
+    cut_off: Option<OnSet>,
 }
 
 impl fmt::Debug for ChannelSocket {
@@ -480,6 +485,7 @@ impl ChannelSocket {
             read_timeout: None,
             nonblocking: false,
             reader: Some(reader),
+            cut_off: None,
         })
     }
 
@@ -488,6 +494,32 @@ impl ChannelSocket {
         WakeSender {
             tx: self.tx.clone(),
             queued: Arc::clone(&self.queued),
+        }
+    }
+
+    /// Bounds every wait by `cut_off` and stops all reads and writes past it
+    /// (`None`: no more).
+    pub(crate) fn watch_cut_off(&mut self, cut_off: Option<&CutOff>) {
+        self.cut_off = cut_off.map(|c| {
+            let wake = self.wake_sender();
+            c.on_set(Waker::new(move || wake.wake()))
+        });
+    }
+
+    /// The cut-off deadline, if one is watched and set.
+    fn cut_at(&self) -> Option<Instant> {
+        self.cut_off.as_ref().and_then(|c| c.cut_off().at())
+    }
+
+    /// `Err` once the watched cut-off has passed. Not a timeout kind: the
+    /// stream's read loops must not wait for more.
+    fn check_cut_off(&self) -> io::Result<()> {
+        match self.cut_at() {
+            Some(at) if Instant::now() >= at => Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "connection attempt cut short at the shutdown deadline",
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -500,6 +532,7 @@ impl ChannelSocket {
     /// (`None`: no limit).
     pub(crate) fn wait_input(&mut self, until: Option<Instant>) -> Waited {
         loop {
+            let until = min_deadline(until, self.cut_at());
             if self.woken {
                 self.woken = false;
                 return Waited::Woken;
@@ -582,9 +615,11 @@ fn forward_blocks(source: &mut TcpStream, tx: &mpsc::SyncSender<Inbound>) {
 
 impl Read for ChannelSocket {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        self.check_cut_off()?;
         let until = self
             .read_timeout
             .map(|t| crate::time::later(Instant::now(), t));
+        let until = min_deadline(until, self.cut_at());
         loop {
             if self.at < self.block.len() {
                 let n = out.len().min(self.block.len() - self.at);
@@ -639,6 +674,7 @@ impl Read for ChannelSocket {
 
 impl Write for ChannelSocket {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.check_cut_off()?;
         self.tcp.write(buf)
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -677,15 +713,20 @@ impl Drop for ChannelSocket {
 /// bounds the whole TLS handshake as there.
 pub(crate) fn connect_tls_threaded(
     config: &Config,
+    cut_off: &CutOff,
 ) -> Result<(TlsStream<ChannelSocket>, Option<Instant>)> {
     let connector = shared_connector(config)?;
     let tcp = connect_tcp(config)?;
+    if cut_off.is_past(Instant::now()) {
+        return Err(Error::Timeout(Phase::Connect));
+    }
     let deadline = config
         .timeouts
         .handshake
         .map(|t| crate::time::later(Instant::now(), t));
     tcp.set_write_timeout(normalise(config.timeouts.handshake))?;
     let mut sock = ChannelSocket::new(tcp)?;
+    sock.watch_cut_off(Some(cut_off));
     sock.nonblocking = true;
     let s = tls_handshake(&connector, config, sock, |sock| {
         match sock.wait_input(deadline) {
@@ -694,6 +735,14 @@ pub(crate) fn connect_tls_threaded(
         }
     })?;
     Ok((s, deadline))
+}
+
+/// The earlier of two optional deadlines (`None`: none).
+fn min_deadline(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 #[cfg(test)]

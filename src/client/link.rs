@@ -10,9 +10,10 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::cutoff::CutOff;
 use crate::config::Config;
 use crate::connection::{Connection, ThreadedTlsStream};
-use crate::error::Result;
+use crate::error::{Error, Phase, Result};
 use crate::event::Event;
 use crate::message::Message;
 use crate::time::later;
@@ -98,6 +99,23 @@ pub trait Connector: Send + Sync {
     /// Why it failed; [`Error::is_retryable`](crate::Error::is_retryable)
     /// tells whether the worker tries again.
     fn connect(&self, slot: usize, deadline: Option<Instant>) -> Result<Box<dyn Link>>;
+
+    /// Like [`connect`](Self::connect), but the deadline may be set while
+    /// the attempt runs: the worker calls this one, and `cut_off` is set when
+    /// `Client::shutdown` (or the drop of the last handle) begins. Past it the
+    /// attempt must write nothing more (no authentication completes after
+    /// `shutdown` returned) and fail soon.
+    ///
+    /// The default calls [`connect`](Self::connect) with the deadline set
+    /// when the attempt begins, so a connector that does not override it is
+    /// only bounded by its own timeouts once it runs. [`TlsConnector`]
+    /// overrides it.
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect).
+    fn connect_until(&self, slot: usize, cut_off: &CutOff) -> Result<Box<dyn Link>> {
+        self.connect(slot, cut_off.at())
+    }
 }
 
 impl<S: Read + Write + SetTimeout + Send> Link for Connection<S> {
@@ -204,19 +222,36 @@ impl TlsConnector {
 }
 
 impl Connector for TlsConnector {
-    fn connect(&self, _slot: usize, deadline: Option<Instant>) -> Result<Box<dyn Link>> {
-        let conn = match deadline {
-            None => Connection::connect_threaded(&self.config)?,
-            Some(d) => {
-                let left = d
-                    .saturating_duration_since(Instant::now())
-                    .max(Duration::from_millis(1));
-                let mut cfg = self.config.clone();
-                let t = &mut cfg.timeouts;
-                t.connect = Some(t.connect.map_or(left, |c| c.min(left)));
-                t.handshake = Some(t.handshake.map_or(left, |c| c.min(left)));
-                Connection::connect_threaded(&cfg)?
+    fn connect(&self, slot: usize, deadline: Option<Instant>) -> Result<Box<dyn Link>> {
+        let cut_off = CutOff::new();
+        if let Some(d) = deadline {
+            cut_off.set(d);
+        }
+        self.connect_until(slot, &cut_off)
+    }
+
+    /// Every step stops at the cut-off: name lookup and TCP connect are
+    /// bounded by the deadline known when they begin; the TLS and XMPP
+    /// handshakes wake when it is set, and past it the socket neither reads
+    /// nor writes, so no `<auth>` or bind goes out after it.
+    fn connect_until(&self, _slot: usize, cut_off: &CutOff) -> Result<Box<dyn Link>> {
+        let mut cfg = self.config.clone();
+        if let Some(d) = cut_off.at() {
+            let left = d
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1));
+            let t = &mut cfg.timeouts;
+            t.connect = Some(t.connect.map_or(left, |c| c.min(left)));
+            t.handshake = Some(t.handshake.map_or(left, |c| c.min(left)));
+        }
+        let conn = match Connection::connect_threaded(&cfg, cut_off) {
+            Ok(conn) => conn,
+            // Whatever step the cut-off broke, the attempt ran out of time.
+            Err(e) if cut_off.is_past(Instant::now()) => {
+                log::debug!("connect cut short at the shutdown deadline: {e}");
+                return Err(Error::Timeout(Phase::Handshake));
             }
+            Err(e) => return Err(e),
         };
         let wake = conn.get_ref().get_ref().wake_sender();
         Ok(Box::new(ThreadedLink { conn, wake }))

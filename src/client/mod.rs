@@ -7,6 +7,7 @@
 //! [`Client::shutdown`] returns. Nothing vanishes.
 
 mod backoff;
+pub(crate) mod cutoff;
 pub mod engine;
 mod link;
 mod policy;
@@ -22,6 +23,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 pub use backoff::Backoff;
+pub use cutoff::CutOff;
 pub use link::{Connector, Link, TlsConnector, Waker};
 
 use crate::config::Config;
@@ -762,8 +764,12 @@ impl Client {
     /// has an outcome or `timeout` passed, closes every stream and returns
     /// the messages that never got an outcome, in the order they were
     /// accepted. Nothing new is written after the deadline, and the call
-    /// returns soon after it (a connection attempt or close in progress is
-    /// cut short). Applies to every clone of this handle.
+    /// returns soon after it. A close in progress is cut short; so is a
+    /// connection attempt in progress: it stops at the deadline at the
+    /// latest and completes no authentication after it (the connector sees
+    /// the deadline through its [`CutOff`]; with [`TlsConnector`] the TCP
+    /// connect itself is bounded by the connect timeout). Applies to every
+    /// clone of this handle.
     pub fn shutdown(self, timeout: Duration) -> Vec<Message> {
         let left = self.inner.shutdown(timeout);
         self.inner.shared.close_events();
@@ -775,6 +781,8 @@ impl Inner {
     fn shutdown(&self, timeout: Duration) -> Vec<Message> {
         let deadline = engine::later(Instant::now(), timeout);
         self.shared.engine().shutdown(deadline);
+        // A connection attempt in progress stops at the deadline too.
+        self.shared.cut_off.set(deadline);
         self.shared.notify_changed();
         self.shared.wake_links();
         self.shared.notify_space();

@@ -8,6 +8,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::cutoff::CutOff;
 use super::engine::{later, AckState, ConnId, Engine};
 use super::link::{Connector, Waker};
 use super::{AckHandle, ClientConfig, ClientEvent, Metrics, SendError, SendErrorKind};
@@ -25,6 +26,8 @@ pub(crate) struct Shared {
     tx: Mutex<Option<Sender<Vec<ClientEvent>>>>,
     pub(crate) unread: AtomicUsize,
     pub(crate) connector: Box<dyn Connector>,
+    /// The shutdown deadline, for the connection attempts in progress.
+    pub(crate) cut_off: CutOff,
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// Worker threads still running, and the signal when one ends.
     live: Mutex<usize>,
@@ -64,6 +67,7 @@ impl Shared {
             tx: Mutex::new(Some(tx)),
             unread: AtomicUsize::new(0),
             connector,
+            cut_off: CutOff::new(),
             threads: Mutex::new(Vec::new()),
             live: Mutex::new(0),
             ended: Condvar::new(),

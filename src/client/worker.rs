@@ -75,7 +75,10 @@ fn slot_loop(shared: &Arc<Shared>, slot: usize, current: &Cell<Option<ConnId>>) 
             SlotStep::Connect { deadline } => deadline,
             SlotStep::Wait(_) => continue,
         };
-        let attempt = shared.connector.connect(slot, deadline);
+        if let Some(d) = deadline {
+            shared.cut_off.set(d);
+        }
+        let attempt = shared.connector.connect_until(slot, &shared.cut_off);
         let now = Instant::now();
         let conn = {
             let mut eng = shared.engine();

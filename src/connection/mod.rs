@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use native_tls::TlsStream;
 
+use crate::client::CutOff;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::event::Event;
@@ -102,10 +103,15 @@ pub(crate) type ThreadedTlsStream = TlsStream<transport::ChannelSocket>;
 impl Connection<ThreadedTlsStream> {
     /// As [`Connection::connect`], with a reader thread forwarding the
     /// socket's bytes (see [`transport::ChannelSocket`]).
-    pub(crate) fn connect_threaded(config: &Config) -> Result<Self> {
+    /// Past `cut_off` the socket neither reads nor writes: the attempt fails
+    /// and nothing more reaches the server.
+    pub(crate) fn connect_threaded(config: &Config, cut_off: &CutOff) -> Result<Self> {
         config.validate()?;
-        let (tls, deadline) = transport::connect_tls_threaded(config)?;
-        Connection::after_tls(tls, deadline, config)
+        let (tls, deadline) = transport::connect_tls_threaded(config, cut_off)?;
+        let mut conn = Connection::after_tls(tls, deadline, config)?;
+        // Connected: from now on the worker keeps the deadlines.
+        conn.get_mut().get_mut().watch_cut_off(None);
+        Ok(conn)
     }
 
     /// True if bytes already received wait to be decrypted or parsed.

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use fcm_xmpp::client::{Connector, Link};
+use fcm_xmpp::client::{Connector, CutOff, Link};
 use fcm_xmpp::{Error, Event, Message, NackCode, Phase};
 
 /// What the server does with one downstream message.
@@ -38,6 +38,8 @@ pub struct State {
     pub refuse: Option<Error>,
     /// Each connect attempt takes this long (a slow handshake).
     pub connect_delay: Duration,
+    /// Connections made although the attempt's cut-off had passed.
+    pub completed_after_cut: usize,
     /// Panic in `send_buffered` (a bug in a link).
     pub panic_on_send: bool,
     /// Fail every flush (the connection died) while set.
@@ -76,6 +78,7 @@ impl MemCcs {
                 max_unanswered: 0,
                 refuse: None,
                 connect_delay: Duration::ZERO,
+                completed_after_cut: 0,
                 panic_on_send: false,
                 fail_flush: false,
                 conns: 0,
@@ -145,21 +148,29 @@ pub struct MemLink {
 }
 
 impl Connector for MemCcs {
-    fn connect(&self, _slot: usize, deadline: Option<Instant>) -> fcm_xmpp::Result<Box<dyn Link>> {
+    fn connect(&self, slot: usize, deadline: Option<Instant>) -> fcm_xmpp::Result<Box<dyn Link>> {
+        let cut_off = CutOff::new();
+        if let Some(d) = deadline {
+            cut_off.set(d);
+        }
+        self.connect_until(slot, &cut_off)
+    }
+
+    /// A `connect_delay` is a handshake in progress: the cut-off ends it,
+    /// and then no connection is made (`completed_after_cut` counts any).
+    fn connect_until(&self, _slot: usize, cut_off: &CutOff) -> fcm_xmpp::Result<Box<dyn Link>> {
         let delay = {
             let mut st = self.lock();
             st.attempts.push(Instant::now());
             st.connect_delay
         };
-        if !delay.is_zero() {
-            let until = Instant::now() + delay;
-            let until = deadline.map_or(until, |d| d.min(until));
-            std::thread::sleep(until.saturating_duration_since(Instant::now()));
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(Error::Timeout(Phase::Handshake));
-            }
+        if !delay.is_zero() && !cut_off.sleep_until(Instant::now() + delay) {
+            return Err(Error::Timeout(Phase::Handshake));
         }
         let mut st = self.lock();
+        if cut_off.is_past(Instant::now()) {
+            st.completed_after_cut += 1;
+        }
         if let Some(e) = &st.refuse {
             return Err(match e {
                 Error::AuthFailed { condition } => Error::AuthFailed {

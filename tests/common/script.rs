@@ -8,7 +8,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use native_tls::{HandshakeError, Identity, TlsAcceptor, TlsStream};
 
@@ -49,6 +49,8 @@ pub enum Step {
     Close,
     /// Forward raw bytes both ways to this address (use before any `Tls`).
     Relay(SocketAddr),
+    /// Record that the script got here, and when ([`ScriptServer::notes`]).
+    Note(&'static str),
 }
 
 /// Shorthand for `Step::Write` of text.
@@ -111,7 +113,11 @@ pub struct ScriptServer {
     accepted: Arc<AtomicUsize>,
     threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
     acceptor: Option<JoinHandle<()>>,
+    notes: Notes,
 }
+
+/// Every `Step::Note` reached, with its instant.
+type Notes = Arc<Mutex<Vec<(&'static str, Instant)>>>;
 
 impl ScriptServer {
     /// A server with the emulator's identity.
@@ -130,10 +136,12 @@ impl ScriptServer {
         let stop = Arc::new(AtomicBool::new(false));
         let accepted = Arc::new(AtomicUsize::new(0));
         let threads: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let (s, a, t) = (
+        let notes = Notes::default();
+        let (s, a, t, nt) = (
             Arc::clone(&stop),
             Arc::clone(&accepted),
             Arc::clone(&threads),
+            Arc::clone(&notes),
         );
         let acceptor = thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
@@ -146,6 +154,7 @@ impl ScriptServer {
                             seen: Vec::new(),
                             cursor: 0,
                             stop: Arc::clone(&s),
+                            notes: Arc::clone(&nt),
                         };
                         let tls = Arc::clone(&tls);
                         let h = thread::spawn(move || {
@@ -164,7 +173,13 @@ impl ScriptServer {
             accepted,
             threads,
             acceptor: Some(acceptor),
+            notes,
         }
+    }
+
+    /// The `Step::Note`s reached so far, in order, with their instants.
+    pub fn notes(&self) -> Vec<(&'static str, Instant)> {
+        self.notes.lock().unwrap().clone()
     }
 
     /// Connections accepted so far.
@@ -196,6 +211,7 @@ struct Conn {
     seen: Vec<u8>,
     cursor: usize,
     stop: Arc<AtomicBool>,
+    notes: Notes,
 }
 
 fn stopped() -> io::Error {
@@ -299,6 +315,10 @@ impl Conn {
                     return Ok(());
                 }
             },
+            Step::Note(what) => {
+                self.notes.lock().unwrap().push((what, Instant::now()));
+                Ok(())
+            }
             Step::Close => {
                 let _ = self.tcp().shutdown(Shutdown::Both);
                 Ok(())
