@@ -8,7 +8,7 @@ mod mem;
 use std::time::{Duration, Instant};
 
 use fcm_xmpp::client::{Backoff, Client, ClientConfig, ClientEvent, Events};
-use fcm_xmpp::{Config, Error, Keepalive, Message, NackCode};
+use fcm_xmpp::{Config, Error, Message, NackCode};
 use mem::{Answer, MemCcs};
 
 /// The field `start_with` refused, or `None` if it started.
@@ -141,6 +141,7 @@ fn every_client_setting_at_its_largest_never_panics() {
 #[cfg(feature = "emulator")]
 #[test]
 fn every_connection_setting_at_its_largest_never_panics() {
+    use fcm_xmpp::Keepalive;
     let emu = fcm_xmpp::Emulator::start("123456789012", "k").unwrap();
     let d = Duration::MAX;
     for keepalive in [
