@@ -219,6 +219,11 @@ struct Figures {
     retry_gaps: usize,
     reconnect_gaps: usize,
     poison_writes: usize,
+    /// Schedules with a poison message, with a fatal error, and whose
+    /// shutdown ran to its deadline.
+    poisoned: usize,
+    fatal: usize,
+    to_deadline: usize,
 }
 
 fn schedule(seed: u64) -> Run {
@@ -454,6 +459,7 @@ fn check(run: &Run, fig: &mut Figures) -> Vec<String> {
         .iter()
         .filter(|e| matches!(e, ClientEvent::Fatal { .. }))
         .count();
+    fig.fatal += usize::from(fatal > 0);
     if fatal > 1 {
         v.push(format!("{fatal} Fatal events"));
     }
@@ -629,6 +635,7 @@ fn check(run: &Run, fig: &mut Figures) -> Vec<String> {
     if let Some(p) = &run.poison {
         let writes = run.written.iter().filter(|w| w.1 == *p).count();
         fig.poison_writes += writes;
+        fig.poisoned += 1;
         if writes > plan.max_losses as usize {
             v.push(format!(
                 "poison {p} written {writes} times > max_losses {}",
@@ -669,6 +676,7 @@ fn check(run: &Run, fig: &mut Figures) -> Vec<String> {
 
     // Shutdown on time.
     if let Some(over) = run.took.checked_sub(plan.shutdown) {
+        fig.to_deadline += 1;
         fig.max_overrun = fig.max_overrun.max(over);
         if over > SHUTDOWN_MARGIN {
             v.push(format!(
@@ -754,8 +762,8 @@ fn whole_client_fault_schedules() {
     println!(
         "whole-client: {:?} in all; {} writes, {} connections killed, {} connect attempts \
          failed, events taken {taken:?}; compared: {} resend pairs, {} retry gaps, {} reconnect \
-         gaps, {} poison writes; shutdown at most {:?} past its deadline, last write \
-         {:?} past it (margin {SHUTDOWN_MARGIN:?})",
+         gaps, {} poison writes in {} schedules; {} schedules fatal; {} shutdowns ran to their \
+         deadline, at most {:?} past it; last write {:?} past it (margin {SHUTDOWN_MARGIN:?})",
         started.elapsed(),
         fig.writes,
         fig.kills,
@@ -764,6 +772,9 @@ fn whole_client_fault_schedules() {
         fig.retry_gaps,
         fig.reconnect_gaps,
         fig.poison_writes,
+        fig.poisoned,
+        fig.fatal,
+        fig.to_deadline,
         fig.max_overrun,
         fig.max_late_write,
     );
