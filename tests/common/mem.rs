@@ -20,8 +20,8 @@ pub enum Answer {
     Silent,
     /// Drop the connection instead of answering.
     Kill,
-    /// A stanza error (400 bad-request) about the message.
-    StanzaError,
+    /// The event this makes of the message id (e.g. a stanza error).
+    Reply(fn(&str) -> Event),
     /// An ack this much later than the link's latency; later answers to
     /// other messages may overtake it.
     SlowAck(Duration),
@@ -341,25 +341,6 @@ pub fn draining_event() -> Event {
     Event::from_json(r#"{"message_type":"control","control_type":"CONNECTION_DRAINING"}"#).unwrap()
 }
 
-pub fn stanza_error_event(id: &str) -> Event {
-    let el = fcm_xmpp::xml::Element::new("message", "jabber:client")
-        .with_attr("id", id)
-        .with_attr("type", "error")
-        .with_child(
-            fcm_xmpp::xml::Element::new("error", "jabber:client")
-                .with_attr("code", "400")
-                .with_attr("type", "modify")
-                .with_child(fcm_xmpp::xml::Element::new(
-                    "bad-request",
-                    "urn:ietf:params:xml:ns:xmpp-stanzas",
-                )),
-        );
-    match Event::from_stanza(&el) {
-        Ok(Some(ev @ Event::StanzaError(_))) => ev,
-        other => panic!("{other:?}"),
-    }
-}
-
 impl MemLink {
     /// Notes that the client took `event` from this connection.
     fn took(&self, event: &Event) {
@@ -428,7 +409,7 @@ impl Link for MemLink {
             match answer {
                 Answer::Ack => inbox.events.push_back((at, ack_event(&id))),
                 Answer::Nack(code) => inbox.events.push_back((at, nack_event(&id, code))),
-                Answer::StanzaError => inbox.events.push_back((at, stanza_error_event(&id))),
+                Answer::Reply(make) => inbox.events.push_back((at, make(&id))),
                 Answer::SlowAck(d) => inbox.events.push_back((at + d, ack_event(&id))),
                 Answer::AckTwice => {
                     inbox.events.push_back((at, ack_event(&id)));

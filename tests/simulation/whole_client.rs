@@ -51,8 +51,10 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fcm_xmpp::client::{Backoff, Client, ClientConfig, ClientEvent, Events, ReturnReason};
-use fcm_xmpp::{Config, Event, Message, NackCode, RetryClass};
+use fcm_xmpp::client::{
+    Backoff, Client, ClientConfig, ClientEvent, Events, ReturnReason, SendError, SendErrorKind,
+};
+use fcm_xmpp::{Config, Error, Event, Message, NackCode, RetryClass};
 use mem::{Answer, Connect, MemCcs, Wire};
 
 use super::Rng;
@@ -100,6 +102,9 @@ struct Plan {
     count: u64,
     /// How long the application waits between its last send and shutdown.
     settle: Duration,
+    /// Shutdown from another thread this long after the start, while the
+    /// application is still sending (else after `settle`).
+    shutdown_after: Option<Duration>,
     shutdown: Duration,
 }
 
@@ -132,11 +137,11 @@ impl Plan {
         );
         maybe(rng, 3, 30, Answer::Nack(NackCode::DeviceUnregistered));
         maybe(rng, 2, 10, Answer::Nack(NackCode::ConnectionDraining));
-        maybe(rng, 3, 20, Answer::StanzaError);
+        maybe(rng, 3, 20, Answer::Reply(super::stanza_error));
         maybe(rng, 5, 40, Answer::AckTwice);
         let slow = rng.ms(5, 40);
         maybe(rng, 10, 80, Answer::SlowAck(slow));
-        maybe(rng, 1, 8, Answer::Silent);
+        maybe(rng, 1, 15, Answer::Silent);
         let count = 40 + rng.below(200);
         Plan {
             max_pending: 1 + rng.below(16) as usize,
@@ -157,13 +162,14 @@ impl Plan {
             answers,
             flaky_connects: if rng.chance(3) { 2 + rng.below(6) } else { 0 },
             drops: !poison && rng.chance(2),
-            outages: rng.chance(3),
+            outages: rng.chance(2),
             silent_outages: rng.chance(2),
-            auth_fail_at: rng.chance(10).then(|| rng.below(6)),
-            poison: poison.then(|| rng.below(count)),
+            auth_fail_at: rng.chance(12).then(|| rng.below(12)),
+            poison: poison.then(|| rng.below(count / 2)),
             groups: rng.chance(2),
             count,
             settle: rng.ms(0, 300),
+            shutdown_after: rng.chance(3).then(|| rng.ms(0, 150)),
             shutdown: rng.ms(0, 300),
         }
     }
@@ -268,6 +274,16 @@ fn schedule(seed: u64) -> Run {
         });
     }
     let (client, mut events) = Client::start_with(plan.config(), ccs.clone()).unwrap();
+    let (timeout, after) = (plan.shutdown, plan.shutdown_after);
+    let stopper = after.map(|after| {
+        let client = client.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(after);
+            let at = Instant::now();
+            let left = client.shutdown(timeout);
+            (at, at.elapsed(), left)
+        })
+    });
     let mut run_events = Vec::new();
     let mut peak_held = 0;
     let mut sample = |client: &Client| {
@@ -288,11 +304,19 @@ fn schedule(seed: u64) -> Run {
         } else {
             client.send_timeout(m, rng.ms(0, 20))
         };
-        if sent.is_ok() {
-            if let Some(g) = group {
-                groups.entry(g).or_default().push(id.clone());
+        match sent {
+            Ok(_) => {
+                if let Some(g) = group {
+                    groups.entry(g).or_default().push(id.clone());
+                }
+                accepted.push(id);
             }
-            accepted.push(id);
+            // Shut down (from the other thread) or stopped for good.
+            Err(SendError {
+                kind: SendErrorKind::Closed,
+                ..
+            }) => break,
+            Err(_) => {}
         }
         sample(&client);
         if rng.chance(97) {
@@ -330,7 +354,12 @@ fn schedule(seed: u64) -> Run {
     if rng.chance(2) {
         mode.store(UP, Ordering::SeqCst);
     }
-    let settle_until = Instant::now() + plan.settle;
+    let settle_until = Instant::now()
+        + if stopper.is_some() {
+            Duration::ZERO
+        } else {
+            plan.settle
+        };
     while Instant::now() < settle_until {
         match events.recv_timeout(Duration::from_millis(5)) {
             Ok(ev) => run_events.push(ev),
@@ -339,9 +368,17 @@ fn schedule(seed: u64) -> Run {
         }
         sample(&client);
     }
-    let shutdown_at = Instant::now();
-    let left = client.shutdown(plan.shutdown);
-    let took = shutdown_at.elapsed();
+    let (shutdown_at, took, left) = match stopper {
+        Some(t) => {
+            drop(client);
+            t.join().unwrap()
+        }
+        None => {
+            let at = Instant::now();
+            let left = client.shutdown(plan.shutdown);
+            (at, at.elapsed(), left)
+        }
+    };
     let stream_ended = drain(&mut events, &mut run_events);
     let st = ccs.lock();
     Run {
@@ -460,6 +497,13 @@ fn check(run: &Run, fig: &mut Figures) -> Vec<String> {
         .filter(|e| matches!(e, ClientEvent::Fatal { .. }))
         .count();
     fig.fatal += usize::from(fatal > 0);
+    for ev in &run.events {
+        if let ClientEvent::Fatal { error } = ev {
+            if plan.auth_fail_at.is_none() || !matches!(**error, Error::AuthFailed { .. }) {
+                v.push(format!("Fatal without an authentication failure: {error}"));
+            }
+        }
+    }
     if fatal > 1 {
         v.push(format!("{fatal} Fatal events"));
     }
