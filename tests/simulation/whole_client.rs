@@ -191,6 +191,7 @@ impl Plan {
 
 /// What one schedule produced, for the checks.
 struct Run {
+    seed: u64,
     plan: Plan,
     /// Accepted ids in acceptance order.
     accepted: Vec<String>,
@@ -219,6 +220,8 @@ struct Figures {
     refused_or_silent: usize,
     taken: HashMap<&'static str, usize>,
     max_overrun: Duration,
+    /// The schedule whose shutdown overran its deadline most.
+    max_overrun_seed: u64,
     max_late_write: Duration,
     /// How many times each check had something to compare.
     resend_pairs: usize,
@@ -382,6 +385,7 @@ fn schedule(seed: u64) -> Run {
     let stream_ended = drain(&mut events, &mut run_events);
     let st = ccs.lock();
     Run {
+        seed,
         accepted,
         poison,
         groups,
@@ -721,7 +725,10 @@ fn check(run: &Run, fig: &mut Figures) -> Vec<String> {
     // Shutdown on time.
     if let Some(over) = run.took.checked_sub(plan.shutdown) {
         fig.to_deadline += 1;
-        fig.max_overrun = fig.max_overrun.max(over);
+        if over > fig.max_overrun {
+            fig.max_overrun = over;
+            fig.max_overrun_seed = run.seed;
+        }
         if over > SHUTDOWN_MARGIN {
             v.push(format!(
                 "shutdown({:?}) took {:?} (margin {SHUTDOWN_MARGIN:?})",
@@ -778,8 +785,9 @@ fn whole_client_fault_schedules() {
     let mut fig = Figures::default();
     let mut violations = 0;
     for &seed in &seeds {
-        let found = match panic::catch_unwind(AssertUnwindSafe(|| schedule(seed))) {
-            Ok(run) => check(&run, &mut fig),
+        let found = match panic::catch_unwind(AssertUnwindSafe(|| check(&schedule(seed), &mut fig)))
+        {
+            Ok(found) => found,
             Err(e) => {
                 let what = e
                     .downcast_ref::<String>()
@@ -807,7 +815,7 @@ fn whole_client_fault_schedules() {
         "whole-client: {:?} in all; {} writes, {} connections killed, {} connect attempts \
          failed, events taken {taken:?}; compared: {} resend pairs, {} retry gaps, {} reconnect \
          gaps, {} poison writes in {} schedules; {} schedules fatal; {} shutdowns ran to their \
-         deadline, at most {:?} past it; last write {:?} past it (margin {SHUTDOWN_MARGIN:?})",
+         deadline, at most {:?} past it (seed {}); last write {:?} past it (margin {SHUTDOWN_MARGIN:?})",
         started.elapsed(),
         fig.writes,
         fig.kills,
@@ -820,6 +828,7 @@ fn whole_client_fault_schedules() {
         fig.fatal,
         fig.to_deadline,
         fig.max_overrun,
+        fig.max_overrun_seed,
         fig.max_late_write,
     );
     println!(
