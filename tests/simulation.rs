@@ -51,11 +51,11 @@ use fcm_xmpp::client::engine::{AckState, ConnId, Engine, SlotStep};
 use fcm_xmpp::client::{AckMode, Backoff, ClientConfig, ClientEvent, Rejection, ReturnReason};
 use fcm_xmpp::xml::Element;
 use fcm_xmpp::{Config, Control, ControlKind, Error, Event, Message, NackCode, Phase, RetryClass};
-#[path = "simulation/whole_client.rs"]
-mod whole_client;
 
 #[path = "simulation/wire.rs"]
 mod wire;
+#[path = "simulation/whole_client.rs"]
+mod whole_client;
 
 /// xorshift64*: the schedule's whole randomness.
 struct Rng(u64);
