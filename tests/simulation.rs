@@ -52,6 +52,8 @@ use fcm_xmpp::client::{AckMode, Backoff, ClientConfig, ClientEvent, Rejection, R
 use fcm_xmpp::xml::Element;
 use fcm_xmpp::{Config, Control, ControlKind, Error, Event, Message, NackCode, Phase, RetryClass};
 
+#[path = "simulation/whole_client.rs"]
+mod whole_client;
 #[path = "simulation/wire.rs"]
 mod wire;
 

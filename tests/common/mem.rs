@@ -20,9 +20,58 @@ pub enum Answer {
     Silent,
     /// Drop the connection instead of answering.
     Kill,
+    /// The event this makes of the message id (e.g. a stanza error).
+    Reply(fn(&str) -> Event),
+    /// An ack this much later than the link's latency; later answers to
+    /// other messages may overtake it.
+    SlowAck(Duration),
+    /// An ack, and the same ack again right after it.
+    AckTwice,
+}
+
+/// What the server does with one connect attempt.
+#[derive(Debug, Clone)]
+pub enum Connect {
+    /// Accepts and authenticates.
+    Accept,
+    /// Refused at once (connection refused).
+    Refuse,
+    /// Never answers: the attempt fails after this long (or at its deadline).
+    Silent(Duration),
+    /// Refuses the credentials (a fatal error).
+    AuthFail,
 }
 
 type Rule = Box<dyn FnMut(&str, u64) -> Answer + Send>;
+type ConnectRule = Box<dyn FnMut(usize, u64) -> Connect + Send>;
+
+/// One connect attempt as the server saw it.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub slot: usize,
+    pub start: Instant,
+    /// When the connector returned.
+    pub end: Instant,
+    /// The connection number, if it succeeded.
+    pub conn: Option<u64>,
+}
+
+/// What crossed a connection, in the order it happened (all connections).
+#[derive(Debug, Clone)]
+pub enum Wire {
+    /// The client wrote this downstream message.
+    Wrote { conn: u64, id: String, at: Instant },
+    /// The client took this event (from a read, or from `close`).
+    Took {
+        conn: u64,
+        event: Event,
+        at: Instant,
+    },
+    /// The server dropped the connection.
+    Killed { conn: u64, at: Instant },
+    /// The client closed it.
+    Closed { conn: u64, at: Instant },
+}
 
 /// Server state shared by every link.
 pub struct State {
@@ -44,9 +93,17 @@ pub struct State {
     pub panic_on_send: bool,
     /// Fail every flush (the connection died) while set.
     pub fail_flush: bool,
+    /// Every connect attempt, in order.
+    pub connects: Vec<Attempt>,
+    /// Everything that crossed any connection, in order.
+    pub wire: Vec<Wire>,
+    /// Links the client holds now, and the most it held at once.
+    pub open: usize,
+    pub max_open: usize,
     conns: u64,
     live: Vec<Arc<ConnState>>,
     rule: Option<Rule>,
+    connect_rule: Option<ConnectRule>,
 }
 
 pub struct ConnState {
@@ -81,9 +138,14 @@ impl MemCcs {
                 completed_after_cut: 0,
                 panic_on_send: false,
                 fail_flush: false,
+                connects: Vec::new(),
+                wire: Vec::new(),
+                open: 0,
+                max_open: 0,
                 conns: 0,
                 live: Vec::new(),
                 rule: None,
+                connect_rule: None,
             })),
             latency,
         }
@@ -96,6 +158,12 @@ impl MemCcs {
     /// How the server answers message `id` (its `k`-th write, from 0).
     pub fn rule(&self, rule: impl FnMut(&str, u64) -> Answer + Send + 'static) {
         self.lock().rule = Some(Box::new(rule));
+    }
+
+    /// How the server answers connect attempt number `k` (from 0, all
+    /// slots) of pool slot `slot`; `refuse` and `connect_delay` still apply.
+    pub fn connect_rule(&self, rule: impl FnMut(usize, u64) -> Connect + Send + 'static) {
+        self.lock().connect_rule = Some(Box::new(rule));
     }
 
     /// Sends an event to every live connection (e.g. CONNECTION_DRAINING).
@@ -120,9 +188,13 @@ impl MemCcs {
 
     /// Drops every live connection.
     pub fn drop_all(&self) {
-        let live = std::mem::take(&mut self.lock().live);
+        let mut st = self.lock();
+        let live = std::mem::take(&mut st.live);
+        let at = Instant::now();
         for c in live {
-            c.kill();
+            if c.kill() {
+                st.wire.push(Wire::Killed { conn: c.n, at });
+            }
         }
     }
 }
@@ -133,9 +205,11 @@ impl ConnState {
         i.events.push_back((at, ev));
         self.ready.notify_all();
     }
-    fn kill(&self) {
-        self.inbox.lock().unwrap().dead = true;
+    /// Marks the connection dead; true if it was alive.
+    fn kill(&self) -> bool {
+        let was = !std::mem::replace(&mut self.inbox.lock().unwrap().dead, true);
         self.ready.notify_all();
+        was
     }
 }
 
@@ -156,14 +230,62 @@ impl Connector for MemCcs {
         self.connect_until(slot, &cut_off)
     }
 
-    /// A `connect_delay` is a handshake in progress: the cut-off ends it,
-    /// and then no connection is made (`completed_after_cut` counts any).
-    fn connect_until(&self, _slot: usize, cut_off: &CutOff) -> fcm_xmpp::Result<Box<dyn Link>> {
-        let delay = {
+    /// A `connect_delay` (or a silent connect) is a handshake in progress:
+    /// the cut-off ends it, and then no connection is made
+    /// (`completed_after_cut` counts any).
+    fn connect_until(&self, slot: usize, cut_off: &CutOff) -> fcm_xmpp::Result<Box<dyn Link>> {
+        let start = Instant::now();
+        let result = self.attempt(slot, start, cut_off);
+        let mut st = self.lock();
+        let conn = result.as_ref().ok().map(|l| l.conn.n);
+        st.connects.push(Attempt {
+            slot,
+            start,
+            end: Instant::now(),
+            conn,
+        });
+        if conn.is_some() {
+            st.open += 1;
+            st.max_open = st.max_open.max(st.open);
+        }
+        result.map(|l| l as Box<dyn Link>)
+    }
+}
+
+impl MemCcs {
+    fn attempt(
+        &self,
+        slot: usize,
+        start: Instant,
+        cut_off: &CutOff,
+    ) -> fcm_xmpp::Result<Box<MemLink>> {
+        let (delay, answer) = {
             let mut st = self.lock();
-            st.attempts.push(Instant::now());
-            st.connect_delay
+            st.attempts.push(start);
+            let k = st.attempts.len() as u64 - 1;
+            let answer = st
+                .connect_rule
+                .as_mut()
+                .map_or(Connect::Accept, |r| r(slot, k));
+            (st.connect_delay, answer)
         };
+        match answer {
+            Connect::Accept => {}
+            Connect::Refuse => {
+                return Err(Error::Io(std::io::Error::from(
+                    std::io::ErrorKind::ConnectionRefused,
+                )))
+            }
+            Connect::AuthFail => {
+                return Err(Error::AuthFailed {
+                    condition: "not-authorized".into(),
+                })
+            }
+            Connect::Silent(d) => {
+                cut_off.sleep_until(start + d);
+                return Err(Error::Timeout(Phase::Connect));
+            }
+        }
         if !delay.is_zero() && !cut_off.sleep_until(Instant::now() + delay) {
             return Err(Error::Timeout(Phase::Handshake));
         }
@@ -230,6 +352,18 @@ pub fn draining_event() -> Event {
     Event::from_json(r#"{"message_type":"control","control_type":"CONNECTION_DRAINING"}"#).unwrap()
 }
 
+impl MemLink {
+    /// Notes that the client took `event` from this connection.
+    fn took(&self, event: &Event) {
+        let at = Instant::now();
+        self.ccs.lock().wire.push(Wire::Took {
+            conn: self.conn.n,
+            event: event.clone(),
+            at,
+        });
+    }
+}
+
 impl Link for MemLink {
     fn jid(&self) -> &str {
         &self.jid
@@ -252,7 +386,12 @@ impl Link for MemLink {
         let now = Instant::now();
         let mut st = self.ccs.lock();
         if st.fail_flush || self.conn.inbox.lock().unwrap().dead {
-            self.conn.kill();
+            if self.conn.kill() {
+                st.wire.push(Wire::Killed {
+                    conn: self.conn.n,
+                    at: now,
+                });
+            }
             return Err(Error::Closed);
         }
         for (_, id) in self.acks.drain(..) {
@@ -263,6 +402,15 @@ impl Link for MemLink {
             let id = m.id().to_string();
             let k = st.written.iter().filter(|(_, w, _)| *w == id).count() as u64;
             st.written.push((self.conn.n, id.clone(), now));
+            st.wire.push(Wire::Wrote {
+                conn: self.conn.n,
+                id: id.clone(),
+                at: now,
+            });
+            if kill {
+                // Written after the stanza that killed the connection: lost.
+                continue;
+            }
             let answer = match st.rule.as_mut() {
                 Some(r) => r(&id, k),
                 None => Answer::Ack,
@@ -272,6 +420,12 @@ impl Link for MemLink {
             match answer {
                 Answer::Ack => inbox.events.push_back((at, ack_event(&id))),
                 Answer::Nack(code) => inbox.events.push_back((at, nack_event(&id, code))),
+                Answer::Reply(make) => inbox.events.push_back((at, make(&id))),
+                Answer::SlowAck(d) => inbox.events.push_back((at + d, ack_event(&id))),
+                Answer::AckTwice => {
+                    inbox.events.push_back((at, ack_event(&id)));
+                    inbox.events.push_back((at, ack_event(&id)));
+                }
                 Answer::Silent => {}
                 Answer::Kill => kill = true,
             }
@@ -279,10 +433,13 @@ impl Link for MemLink {
             inbox.unanswered += 1;
             st.max_unanswered = st.max_unanswered.max(inbox.unanswered);
         }
-        drop(st);
-        if kill {
-            self.conn.kill();
+        if kill && self.conn.kill() {
+            st.wire.push(Wire::Killed {
+                conn: self.conn.n,
+                at: now,
+            });
         }
+        drop(st);
         self.conn.ready.notify_all();
         Ok(())
     }
@@ -291,15 +448,18 @@ impl Link for MemLink {
         let mut inbox = self.conn.inbox.lock().unwrap();
         loop {
             let now = Instant::now();
-            if let Some((at, _)) = inbox.events.front() {
-                if *at <= now {
-                    let (_, ev) = inbox.events.pop_front().unwrap();
-                    if ev.settled_message_id().is_some() {
-                        inbox.unanswered = inbox.unanswered.saturating_sub(1);
-                    }
-                    return Ok(Some(ev));
+            // The first event due (a slow ack lets later answers pass it).
+            if let Some(i) = inbox.events.iter().position(|(at, _)| *at <= now) {
+                let (_, ev) = inbox.events.remove(i).unwrap();
+                if ev.settled_message_id().is_some() {
+                    inbox.unanswered = inbox.unanswered.saturating_sub(1);
                 }
-            } else if inbox.dead {
+                drop(inbox);
+                self.took(&ev);
+                return Ok(Some(ev));
+            }
+            if inbox.dead {
+                // What was still on its way is lost with the connection.
                 return Err(Error::Closed);
             }
             if now >= until {
@@ -307,8 +467,10 @@ impl Link for MemLink {
             }
             let wake = inbox
                 .events
-                .front()
-                .map_or(until, |(at, _)| (*at).min(until));
+                .iter()
+                .map(|(at, _)| *at)
+                .min()
+                .map_or(until, |at| at.min(until));
             inbox = self
                 .conn
                 .ready
@@ -322,17 +484,36 @@ impl Link for MemLink {
     }
     fn close(self: Box<Self>, _limit: Option<Duration>) -> Vec<Event> {
         let mut inbox = self.conn.inbox.lock().unwrap();
-        inbox.dead = true;
+        let was_dead = std::mem::replace(&mut inbox.dead, true);
         let now = Instant::now();
-        let late = inbox
-            .events
-            .drain(..)
-            .filter(|(at, _)| *at <= now + Duration::from_millis(20))
-            .map(|(_, e)| e)
-            .collect();
+        let soon = now + Duration::from_millis(20);
+        // Answers on their way now arrive while we close; a dead
+        // connection only gives what had already arrived.
+        let horizon = if was_dead { now } else { soon };
+        let (late, rest): (VecDeque<_>, VecDeque<_>) =
+            inbox.events.drain(..).partition(|(at, _)| *at <= horizon);
+        inbox.events = rest;
+        let late: Vec<Event> = late.into_iter().map(|(_, e)| e).collect();
         drop(inbox);
         let n = self.conn.n;
-        self.ccs.lock().live.retain(|c| c.n != n);
+        let mut st = self.ccs.lock();
+        st.live.retain(|c| c.n != n);
+        for event in &late {
+            st.wire.push(Wire::Took {
+                conn: n,
+                event: event.clone(),
+                at: now,
+            });
+        }
+        st.wire.push(Wire::Closed { conn: n, at: now });
+        drop(st);
         late
+    }
+}
+
+impl Drop for MemLink {
+    fn drop(&mut self) {
+        let mut st = self.ccs.lock();
+        st.open = st.open.saturating_sub(1);
     }
 }
