@@ -1323,6 +1323,15 @@ fn stanza_error(id: &str) -> Event {
     }
 }
 
+/// What a caught panic says (its message, when it is text).
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(not a string)")
+}
+
 fn schedules() -> u64 {
     std::env::var("SIM_SCHEDULES")
         .ok()
@@ -1350,11 +1359,7 @@ fn seeded_fault_schedules() {
         let sim = match run {
             Ok(sim) => sim,
             Err(panic) => {
-                let what = panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("(not a string)");
+                let what = panic_text(&*panic);
                 violations += 1;
                 eprintln!("seed {seed} (replay: SIM_SEED={seed} cargo test --test simulation): panicked: {what}");
                 continue;

@@ -795,12 +795,7 @@ fn whole_client_fault_schedules() {
         {
             Ok(found) => found,
             Err(e) => {
-                let what = e
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| e.downcast_ref::<&str>().copied())
-                    .unwrap_or("a panic");
-                vec![format!("panicked: {what}")]
+                vec![format!("panicked: {}", super::panic_text(&*e))]
             }
         };
         if !found.is_empty() {

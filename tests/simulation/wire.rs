@@ -1758,12 +1758,7 @@ fn wire_fault_schedules() {
                 v
             }
             Err(p) => {
-                let why = p
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                vec![format!("panicked: {why}")]
+                vec![format!("panicked: {}", super::panic_text(&*p))]
             }
         };
         if !v.is_empty() {
