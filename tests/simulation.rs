@@ -1332,20 +1332,26 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
         .unwrap_or("(not a string)")
 }
 
-fn schedules() -> u64 {
-    std::env::var("SIM_SCHEDULES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10_000)
+/// The seeds a seeded simulation runs: the one in `$PREFIX_SEED` (a replay),
+/// else `$PREFIX_SCHEDULES` (default `default`) seeds counted up from `base`.
+fn seeds(prefix: &str, default: u64, base: u64) -> Vec<u64> {
+    let var = |name: &str| {
+        std::env::var(format!("{prefix}_{name}"))
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+    };
+    match var("SEED") {
+        Some(seed) => vec![seed],
+        None => (0..var("SCHEDULES").unwrap_or(default))
+            .map(|i| base + i)
+            .collect(),
+    }
 }
 
 #[test]
 fn seeded_fault_schedules() {
     let started = Instant::now();
-    let seeds: Vec<u64> = match std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
-        Some(seed) => vec![seed],
-        None => (0..schedules()).map(|i| 0x5EED_0000 + i).collect(),
-    };
+    let seeds = seeds("SIM", 10_000, 0x5EED_0000);
     let mut violations = 0;
     let mut failed = Vec::new();
     // Grouped schedules, grouped messages, and those written more than once.

@@ -770,24 +770,10 @@ fn check(run: &Run, fig: &mut Figures) -> Vec<String> {
     v
 }
 
-fn seeds() -> Vec<u64> {
-    if let Some(seed) = std::env::var("WHOLE_CLIENT_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        return vec![seed];
-    }
-    let n = std::env::var("WHOLE_CLIENT_SCHEDULES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(40);
-    (0..n).map(|i| 0xC1_0000 + i).collect()
-}
-
 #[test]
 fn whole_client_fault_schedules() {
     let started = Instant::now();
-    let seeds = seeds();
+    let seeds = super::seeds("WHOLE_CLIENT", 40, 0xC1_0000);
     let mut fig = Figures::default();
     let mut violations = 0;
     for &seed in &seeds {

@@ -1721,20 +1721,10 @@ fn check_returns(
     }
 }
 
-fn schedules() -> u64 {
-    std::env::var("WIRE_SCHEDULES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(70)
-}
-
 #[test]
 fn wire_fault_schedules() {
     let started = Instant::now();
-    let seeds: Vec<u64> = match std::env::var("WIRE_SEED").ok().and_then(|s| s.parse().ok()) {
-        Some(seed) => vec![seed],
-        None => (0..schedules()).map(|i| 0x3172_0000 + i).collect(),
-    };
+    let seeds = super::seeds("WIRE", 70, 0x3172_0000);
     let mut violations = 0;
     let mut stats: BTreeMap<String, u64> = BTreeMap::new();
     for &seed in &seeds {
