@@ -509,13 +509,19 @@ fn malformed_xml_closes() {
     assert!(conn.is_closed());
 }
 
-#[test]
-fn close_returns_late_events() {
+/// A connection that sent `m-1` and has its ack waiting, unread.
+fn sent_and_acked() -> Connection<MockStream> {
     let mut conn = connected("");
     conn.send(&Message::to("t").message_id("m-1")).unwrap();
     conn.get_mut().push_input(ccs(
         r#"{"message_type":"ack","message_id":"m-1","from":"t"}"#,
     ));
+    conn
+}
+
+#[test]
+fn close_returns_late_events() {
+    let mut conn = sent_and_acked();
     conn.get_mut().push_input("</stream:stream>");
     let events = conn.close().unwrap();
     assert_eq!(events.len(), 1);
@@ -527,11 +533,7 @@ fn close_past_its_deadline_still_returns_what_already_arrived() {
     // At shutdown the worker closes with no time left: the answers already
     // here are still read (else their messages come back as unanswered and
     // get sent twice), only the wait for more is skipped.
-    let mut conn = connected("");
-    conn.send(&Message::to("t").message_id("m-1")).unwrap();
-    conn.get_mut().push_input(ccs(
-        r#"{"message_type":"ack","message_id":"m-1","from":"t"}"#,
-    ));
+    let mut conn = sent_and_acked();
     conn.limit_close_timeout(Duration::ZERO);
     let t = Instant::now();
     let events = conn.close().unwrap();
