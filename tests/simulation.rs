@@ -229,6 +229,8 @@ struct Track {
     retries: u32,
     /// CONNECTION_DRAINING NACKs handled by the engine (not retries).
     drains: u32,
+    /// The NACK code after which the rules say its retries are used up.
+    exhausted_by: Option<NackCode>,
     /// The earliest time the next write may come.
     not_before: Option<Instant>,
     why: Option<Why>,
@@ -740,7 +742,9 @@ impl Sim {
                     } else {
                         t.retries < max_retries
                     };
-                    if retried && left && n.code != NackCode::BadAck {
+                    let counted = retried && n.code != NackCode::BadAck;
+                    t.exhausted_by = (counted && !left).then(|| n.code.clone());
+                    if counted && left {
                         if class == RetryClass::NewConnection {
                             t.drains += 1;
                         } else {
@@ -1113,6 +1117,18 @@ impl Sim {
                     self.outcome(message.id(), "rejected");
                 }
                 ClientEvent::Returned { message, reason } => {
+                    if let ReturnReason::RetriesExhausted(code) = &reason {
+                        let by = self
+                            .msgs
+                            .get(message.id())
+                            .and_then(|t| t.exhausted_by.as_ref());
+                        if by != Some(code) {
+                            self.violation(format!(
+                                "{} returned as retries exhausted ({code:?}) with retries left",
+                                message.id()
+                            ));
+                        }
+                    }
                     if matches!(reason, ReturnReason::ConnectionsLost(_)) {
                         if let Some(t) = self.msgs.get_mut(message.id()) {
                             t.returned_lost = true;
