@@ -17,5 +17,13 @@ pub(crate) fn later(now: Instant, d: Duration) -> Instant {
     }
 }
 
+/// The earlier of two optional deadlines (`None`: no deadline).
+pub(crate) fn earlier(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 #[cfg(test)]
 mod tests;

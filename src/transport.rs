@@ -532,7 +532,7 @@ impl ChannelSocket {
     /// (`None`: no limit).
     pub(crate) fn wait_input(&mut self, until: Option<Instant>) -> Waited {
         loop {
-            let until = min_deadline(until, self.cut_at());
+            let until = crate::time::earlier(until, self.cut_at());
             if self.woken {
                 self.woken = false;
                 return Waited::Woken;
@@ -619,7 +619,7 @@ impl Read for ChannelSocket {
         let until = self
             .read_timeout
             .map(|t| crate::time::later(Instant::now(), t));
-        let until = min_deadline(until, self.cut_at());
+        let until = crate::time::earlier(until, self.cut_at());
         loop {
             if self.at < self.block.len() {
                 let n = out.len().min(self.block.len() - self.at);
@@ -735,14 +735,6 @@ pub(crate) fn connect_tls_threaded(
         }
     })?;
     Ok((s, deadline))
-}
-
-/// The earlier of two optional deadlines (`None`: none).
-fn min_deadline(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
 }
 
 #[cfg(test)]

@@ -8,12 +8,13 @@ use std::time::Instant;
 
 use super::queue::Entry;
 use super::window::Window;
-use super::{later, min_opt, ConnId, ConnStep, Engine, SlotStep};
+use super::{later, ConnId, ConnStep, Engine, SlotStep};
 use crate::client::policy::{self, Fate, SlotDecision};
 use crate::client::ClientEvent;
 use crate::error::{Error, InvalidMessage};
 use crate::event::Event;
 use crate::message::Message;
+use crate::time::earlier;
 
 #[derive(Debug)]
 pub(super) struct Conn {
@@ -221,9 +222,9 @@ impl Engine {
             }
         }
         if let Some(t) = c.draining_since {
-            step.wake = min_opt(step.wake, Some(later(t, drain_timeout)));
+            step.wake = earlier(step.wake, Some(later(t, drain_timeout)));
         }
-        step.wake = min_opt(step.wake, deadline);
+        step.wake = earlier(step.wake, deadline);
         step
     }
 

@@ -30,7 +30,7 @@ use super::wire::{self, NS_SASL};
 use super::{ClientBytes, ConnId, EmulatorEvent};
 use crate::error::XmlError;
 use crate::event::NackCode;
-use crate::transport::{ChannelSocket, SetTimeout};
+use crate::transport::{is_timeout, ChannelSocket, SetTimeout};
 use crate::xml::{
     first_forbidden_char, Element, GcmPayload, Node, Packet, RawItem, RawPayload, ReaderLimits,
     StanzaReader,
@@ -660,13 +660,6 @@ impl<R: Read> Read for Tap<'_, R> {
         }
         Ok(n)
     }
-}
-
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
 }
 
 /// Writes all of `buf`, retrying across socket write timeouts (with OpenSSL the retry must
