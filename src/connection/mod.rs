@@ -387,10 +387,7 @@ impl<S: Read + Write + SetTimeout> Connection<S> {
         }
         loop {
             self.tick()?;
-            let wake = match (deadline, self.session.next_wake()) {
-                (Some(d), Some(t)) => Some(d.min(t)),
-                (d, t) => d.or(t),
-            };
+            let wake = crate::time::earlier(deadline, self.session.next_wake());
             let item = self.io.read_item(wake);
             self.session.read_at(self.io.last_read);
             if let Some(item) = item? {
