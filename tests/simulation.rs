@@ -768,31 +768,43 @@ impl Sim {
                 }
             }
         }
+        let was_draining = self.engine.is_draining(conn);
         self.engine.on_event(conn, ev, self.now);
+        if !was_draining && self.engine.is_draining(conn) {
+            // It no longer serves its slot: the slot is replaced as if it ended.
+            if let Some((slot, up_at)) = self.conns.get(&conn).map(|c| (c.slot, c.up_at)) {
+                self.slot_replaced(slot, up_at);
+            }
+        }
+    }
+
+    /// The reconnect rule when a connection stops serving its slot (lost,
+    /// or draining): one that served it for less than `stable_after` counts
+    /// as a failed attempt (the first is replaced at once, the next ones
+    /// back off); a healthy one clears the count.
+    fn slot_replaced(&mut self, slot: usize, up_at: Instant) {
+        let n = self.slot_failures.entry(slot).or_insert(0);
+        if self.now.duration_since(up_at) >= self.cfg.stable_after {
+            *n = 0;
+            self.slot_not_before.remove(&slot);
+        } else {
+            let before = *n;
+            *n += 1;
+            if before == 0 {
+                self.slot_not_before.remove(&slot);
+            } else {
+                let nominal = self.cfg.reconnect_backoff.nominal(before);
+                self.slot_not_before.insert(slot, self.now + nominal);
+            }
+        }
     }
 
     fn lost(&mut self, conn: ConnId, slot: usize, up_at: Instant, error: Error) {
         self.mark_returning(conn);
         self.upstream_orphaned(conn);
-        // The reconnect rule: a connection that ended sooner than
-        // `stable_after` counts as a failed attempt; a draining one does
-        // not touch its slot.
+        // A draining connection was replaced when it began to drain.
         if !self.engine.is_draining(conn) {
-            let n = self.slot_failures.entry(slot).or_insert(0);
-            if self.now.duration_since(up_at) >= self.cfg.stable_after {
-                *n = 0;
-                self.slot_not_before.remove(&slot);
-            } else {
-                // The first drop is replaced at once; the next ones back off.
-                let before = *n;
-                *n += 1;
-                if before == 0 {
-                    self.slot_not_before.remove(&slot);
-                } else {
-                    let nominal = self.cfg.reconnect_backoff.nominal(before);
-                    self.slot_not_before.insert(slot, self.now + nominal);
-                }
-            }
+            self.slot_replaced(slot, up_at);
         }
         self.engine.lost(conn, error, self.now);
     }
@@ -1521,15 +1533,18 @@ fn a_message_drained_on_every_connection_is_returned_after_a_bound() {
     e.accept(msg("m")).unwrap();
     let mut writes = 0;
     let mut got = Vec::new();
-    for _ in 0..100 {
-        let c = up(&mut e, t0);
-        let w = written(&mut e, c, t0);
+    // Each connection serves 11 s (healthy, so it is replaced at once).
+    for i in 0..100 {
+        let t = t0 + Duration::from_secs(11 * i);
+        let c = up(&mut e, t);
+        let w = written(&mut e, c, t);
         if w.is_empty() {
             break;
         }
         assert_eq!(w, ["m"]);
         writes += 1;
-        e.on_event(c, nack("m", NackCode::ConnectionDraining), t0);
+        let drained = t + Duration::from_secs(11);
+        e.on_event(c, nack("m", NackCode::ConnectionDraining), drained);
         got.extend(outcomes(&mut e));
         if !got.is_empty() {
             break;
@@ -1693,6 +1708,51 @@ fn a_short_lived_connection_counts_as_a_failed_attempt() {
     // A healthy connection is replaced at once.
     let c = e.connected(0, "j", t);
     e.lost(c, Error::Closed, t + Duration::from_secs(11));
+    assert!(matches!(
+        e.slot_step(0, t + Duration::from_secs(11)),
+        SlotStep::Connect { .. }
+    ));
+}
+
+#[test]
+fn a_server_that_drains_every_new_connection_is_not_hammered() {
+    // Draining connections stay open until the server closes them (or the
+    // drain timeout): a server that drains each connection as soon as it is
+    // up must not make the client open one after another without pause.
+    let cfg = config(100)
+        .reconnect_backoff(Backoff::new(
+            Duration::from_secs(2),
+            Duration::from_secs(60),
+        ))
+        .stable_after(Duration::from_secs(10));
+    let (mut e, t0) = engine(cfg);
+    let c = up(&mut e, t0);
+    e.on_event(c, draining_control(), t0 + Duration::from_millis(10));
+    // The first drained connection is replaced at once.
+    let c = up(&mut e, t0 + Duration::from_millis(10));
+    e.on_event(c, draining_control(), t0 + Duration::from_millis(20));
+    // The second, drained right after it came up, waits the reconnect
+    // backoff, however much the application sends.
+    for i in 0..50 {
+        let t = t0 + Duration::from_millis(20 + i * 39);
+        let _ = e.accept(msg(&format!("m{i}")));
+        assert!(
+            matches!(e.slot_step(0, t), SlotStep::Wait(Some(_))),
+            "attempt at {t:?}"
+        );
+    }
+    let mut evs = Vec::new();
+    e.take_events(&mut evs);
+    assert!(
+        evs.iter()
+            .any(|ev| matches!(ev, ClientEvent::Reconnecting { delay, .. } if *delay >= Duration::from_secs(2))),
+        "{evs:?}"
+    );
+    let t = t0 + Duration::from_millis(3021);
+    assert!(matches!(e.slot_step(0, t), SlotStep::Connect { .. }));
+    // A connection that was healthy for a while is replaced at once when it drains.
+    let c = e.connected(0, "j", t);
+    e.on_event(c, draining_control(), t + Duration::from_secs(11));
     assert!(matches!(
         e.slot_step(0, t + Duration::from_secs(11)),
         SlotStep::Connect { .. }

@@ -99,9 +99,10 @@ pub struct ClientConfig {
     pub max_unread_events: usize,
     /// How long dropping the last handle waits for pending messages. Default 10 s.
     pub drop_timeout: Duration,
-    /// A connection that ends sooner than this after it was established
-    /// counts as a failed attempt (the next one waits for the reconnect
-    /// backoff); one that lived longer is replaced at once. Default 10 s.
+    /// A connection that ends (or begins to drain) sooner than this after it
+    /// was established counts as a failed attempt: the first such one is
+    /// replaced at once, the next ones in a row wait for the reconnect
+    /// backoff. One that lived longer is replaced at once. Default 10 s.
     pub stable_after: Duration,
     /// A message in flight on this many lost connections is returned
     /// ([`ReturnReason::ConnectionsLost`]): it is most likely what kills
@@ -392,7 +393,9 @@ pub enum ClientEvent {
         /// The bound JID.
         jid: String,
     },
-    /// A connection is draining: no new messages go to it; a replacement is opening.
+    /// A connection is draining: no new messages go to it; a replacement is
+    /// opening (after the reconnect backoff if connections keep draining
+    /// sooner than [`ClientConfig::stable_after`]: a `Reconnecting` follows).
     Draining {
         /// Which pool slot.
         slot: usize,

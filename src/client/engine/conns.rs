@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::queue::Entry;
 use super::window::Window;
@@ -295,13 +295,53 @@ impl Engine {
         }
         c.draining_since = Some(now);
         let (slot, jid) = (c.slot, c.jid.clone());
+        let lifetime = now.saturating_duration_since(c.up_at);
         log::info!("{jid} is draining; opening a new connection");
-        if let Some(s) = self.slots.get_mut(slot) {
-            if s.state == SlotState::Up(conn) {
-                s.state = SlotState::Waiting(now);
+        // It stays open until the server closes it: one drained right after
+        // it came up counts as short-lived, so a server that drains every
+        // connection at once gets the reconnect backoff, not a new
+        // connection per drain.
+        let reconnect = self.replace(slot, conn, lifetime, now);
+        self.events.push(ClientEvent::Draining { slot, jid });
+        if let Some((attempt, delay)) = reconnect {
+            log::info!("drained after {lifetime:?}: next connection in {delay:?}");
+            self.events.push(ClientEvent::Reconnecting {
+                slot,
+                attempt,
+                delay,
+                error: Arc::new(Error::Draining),
+            });
+        }
+    }
+
+    /// `conn`, up for `lifetime`, no longer serves `slot` (lost or
+    /// draining): the slot connects again at once after a healthy
+    /// connection, after the reconnect backoff after short-lived ones
+    /// ([`policy::on_connection_end`]). The attempt count and delay to
+    /// announce, if it waits.
+    fn replace(
+        &mut self,
+        slot: usize,
+        conn: ConnId,
+        lifetime: Duration,
+        now: Instant,
+    ) -> Option<(u32, Duration)> {
+        let jitter = self.jitter();
+        let s = self.slots.get_mut(slot)?;
+        if s.state != SlotState::Up(conn) {
+            return None;
+        }
+        match policy::on_connection_end(&self.policy, lifetime, s.failures, jitter) {
+            SlotDecision::Reconnect { delay, failures } => {
+                s.failures = failures;
+                s.state = SlotState::Waiting(later(now, delay));
+                (!delay.is_zero()).then_some((failures, delay))
+            }
+            SlotDecision::Fatal => {
+                s.state = SlotState::Stopped;
+                None
             }
         }
-        self.events.push(ClientEvent::Draining { slot, jid });
     }
 
     /// `conn` ended without us closing it (dropped, stream error, dead peer):
@@ -315,25 +355,12 @@ impl Engine {
         log::info!("connection {} lost: {error}", c.jid);
         let error = Arc::new(error);
         let resent = self.settle_window(c.window.into_entries(), true, now);
-        let jitter = self.jitter();
         let lifetime = now.saturating_duration_since(c.up_at);
-        let mut reconnect = None;
         let stopped = self.fatal.is_some() || self.finished;
-        if let Some(s) = self.slots.get_mut(c.slot) {
-            if s.state == SlotState::Up(conn) && stopped {
-                s.state = SlotState::Stopped;
-            } else if s.state == SlotState::Up(conn) {
-                match policy::on_connection_end(&self.policy, lifetime, s.failures, jitter) {
-                    SlotDecision::Reconnect { delay, failures } => {
-                        s.failures = failures;
-                        s.state = SlotState::Waiting(later(now, delay));
-                        if !delay.is_zero() {
-                            reconnect = Some((failures, delay));
-                        }
-                    }
-                    SlotDecision::Fatal => s.state = SlotState::Stopped,
-                }
-            }
+        let mut reconnect = None;
+        match self.slots.get_mut(c.slot) {
+            Some(s) if s.state == SlotState::Up(conn) && stopped => s.state = SlotState::Stopped,
+            _ => reconnect = self.replace(c.slot, conn, lifetime, now),
         }
         self.events.push(ClientEvent::Lost {
             slot: c.slot,
