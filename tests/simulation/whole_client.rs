@@ -646,7 +646,14 @@ fn check(run: &Run, fig: &mut Figures) -> Vec<String> {
                     low += 1;
                     Some((a.end, low))
                 }
-                Some(n) if drained.contains(&n) => None,
+                // A drained connection stops serving its slot: the engine
+                // counts it as a failure when it drained soon after coming
+                // up and clears the count otherwise, so nothing below the
+                // count is known any more.
+                Some(n) if drained.contains(&n) => {
+                    low = 0;
+                    None
+                }
                 Some(n) => match killed.get(&n) {
                     // Certainly short-lived: the engine saw it up after
                     // `end` and lost before the next attempt began.
