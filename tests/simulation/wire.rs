@@ -1602,7 +1602,21 @@ fn judge_schedule(w: &World, out: &Outcome, stats: &mut BTreeMap<String, u64>) -
 
     // Messages coming back from a connection reach the next one in order;
     // a retry on the same connection after a backoff NACK waits for it.
-    check_returns(&log, &seq, out.cfg.retry_backoff.initial, &mut v, stats);
+    // Connections where a client write failed: what the client wrote there
+    // last may never have reached the server's log.
+    let failed: HashSet<u64> = lock(&w.conns)
+        .iter()
+        .filter(|c| c.up.lock().write_failed)
+        .map(|c| c.n)
+        .collect();
+    check_returns(
+        &log,
+        &seq,
+        &failed,
+        out.cfg.retry_backoff.initial,
+        &mut v,
+        stats,
+    );
     for (k, n) in lock(&w.fired).iter() {
         *stats.entry(format!("fault {k}")).or_default() += n;
     }
@@ -1644,6 +1658,7 @@ fn judge_schedule(w: &World, out: &Outcome, stats: &mut BTreeMap<String, u64>) -
 fn check_returns(
     log: &[Rec],
     seq: &HashMap<&str, usize>,
+    failed: &HashSet<u64>,
     initial: Duration,
     v: &mut Vec<String>,
     stats: &mut BTreeMap<String, u64>,
@@ -1705,7 +1720,33 @@ fn check_returns(
             next.push((*k, n.conn, s, *came, wrote + 1 + off, id));
         }
     }
+    // Where each connection ended, and whether a connection whose client
+    // write failed ended after `from` (past a log position): a message that
+    // came back may have been written there, unseen, and come back once more
+    // (a write cut before its id), so its next write seen is no longer its
+    // next write.
+    let ended: HashMap<u64, usize> = log
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| matches!(r.what, What::Ended))
+        .map(|(pos, r)| (r.conn, pos))
+        .collect();
+    let unseen_after = |from: usize, except: u64| {
+        failed
+            .iter()
+            .any(|c| *c != except && ended.get(c).is_some_and(|&e| e > from))
+    };
     for a in &next {
+        let came = match a.3 {
+            usize::MAX => ended.get(&a.0).copied().unwrap_or(usize::MAX),
+            pos => pos,
+        };
+        if unseen_after(came, a.1) {
+            *stats
+                .entry("resend pairs skipped (a failed write elsewhere)".into())
+                .or_default() += 1;
+            continue;
+        }
         for b in &next {
             let same = a.0 == b.0 && a.1 == b.1;
             if same && a.2 < b.2 && a.3 <= b.3 {
