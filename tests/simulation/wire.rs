@@ -1602,21 +1602,7 @@ fn judge_schedule(w: &World, out: &Outcome, stats: &mut BTreeMap<String, u64>) -
 
     // Messages coming back from a connection reach the next one in order;
     // a retry on the same connection after a backoff NACK waits for it.
-    // Connections where a client write failed: what the client wrote there
-    // last may never have reached the server's log.
-    let failed: HashSet<u64> = lock(&w.conns)
-        .iter()
-        .filter(|c| c.up.lock().write_failed)
-        .map(|c| c.n)
-        .collect();
-    check_returns(
-        &log,
-        &seq,
-        &failed,
-        out.cfg.retry_backoff.initial,
-        &mut v,
-        stats,
-    );
+    check_returns(&log, &seq, out.cfg.retry_backoff.initial, &mut v, stats);
     for (k, n) in lock(&w.fired).iter() {
         *stats.entry(format!("fault {k}")).or_default() += n;
     }
@@ -1658,7 +1644,6 @@ fn judge_schedule(w: &World, out: &Outcome, stats: &mut BTreeMap<String, u64>) -
 fn check_returns(
     log: &[Rec],
     seq: &HashMap<&str, usize>,
-    failed: &HashSet<u64>,
     initial: Duration,
     v: &mut Vec<String>,
     stats: &mut BTreeMap<String, u64>,
@@ -1720,30 +1705,31 @@ fn check_returns(
             next.push((*k, n.conn, s, *came, wrote + 1 + off, id));
         }
     }
-    // Where each connection ended, and whether a connection whose client
-    // write failed ended after `from` (past a log position): a message that
-    // came back may have been written there, unseen, and come back once more
-    // (a write cut before its id), so its next write seen is no longer its
-    // next write.
-    let ended: HashMap<u64, usize> = log
+    // Where each connection ended. A message that came back may be handed
+    // to another connection that dies before (or while) writing it: it comes
+    // back once more, unseen, and its next write seen is no longer its next
+    // write. So a pair is judged only when no connection but the two ended
+    // between `a` coming back and its next write.
+    let ended: Vec<(usize, u64)> = log
         .iter()
         .enumerate()
         .filter(|(_, r)| matches!(r.what, What::Ended))
-        .map(|(pos, r)| (r.conn, pos))
+        .map(|(pos, r)| (pos, r.conn))
         .collect();
-    let unseen_after = |from: usize, except: u64| {
-        failed
-            .iter()
-            .any(|c| *c != except && ended.get(c).is_some_and(|&e| e > from))
-    };
     for a in &next {
         let came = match a.3 {
-            usize::MAX => ended.get(&a.0).copied().unwrap_or(usize::MAX),
+            usize::MAX => ended
+                .iter()
+                .find(|(_, c)| *c == a.0)
+                .map_or(usize::MAX, |(pos, _)| *pos),
             pos => pos,
         };
-        if unseen_after(came, a.1) {
+        let detour = ended
+            .iter()
+            .any(|&(pos, c)| c != a.0 && c != a.1 && pos > came && pos < a.4);
+        if detour {
             *stats
-                .entry("resend pairs skipped (a failed write elsewhere)".into())
+                .entry("resend pairs skipped (another connection ended between)".into())
                 .or_default() += 1;
             continue;
         }
