@@ -1675,15 +1675,19 @@ fn a_poison_message_is_returned_and_the_others_delivered() {
     assert_eq!(poison_writes, 4);
 }
 
-#[test]
-fn a_short_lived_connection_counts_as_a_failed_attempt() {
-    let cfg = config(100)
+/// A reconnect backoff from 2 s; connections count as healthy after 10 s.
+fn slow_reconnects() -> ClientConfig {
+    config(100)
         .reconnect_backoff(Backoff::new(
             Duration::from_secs(2),
             Duration::from_secs(60),
         ))
-        .stable_after(Duration::from_secs(10));
-    let (mut e, t0) = engine(cfg);
+        .stable_after(Duration::from_secs(10))
+}
+
+#[test]
+fn a_short_lived_connection_counts_as_a_failed_attempt() {
+    let (mut e, t0) = engine(slow_reconnects());
     let c = up(&mut e, t0);
     // The first drop is replaced at once, the second short-lived one waits.
     e.lost(c, Error::Closed, t0 + Duration::from_millis(50));
@@ -1719,13 +1723,7 @@ fn a_server_that_drains_every_new_connection_is_not_hammered() {
     // Draining connections stay open until the server closes them (or the
     // drain timeout): a server that drains each connection as soon as it is
     // up must not make the client open one after another without pause.
-    let cfg = config(100)
-        .reconnect_backoff(Backoff::new(
-            Duration::from_secs(2),
-            Duration::from_secs(60),
-        ))
-        .stable_after(Duration::from_secs(10));
-    let (mut e, t0) = engine(cfg);
+    let (mut e, t0) = engine(slow_reconnects());
     let c = up(&mut e, t0);
     e.on_event(c, draining_control(), t0 + Duration::from_millis(10));
     // The first drained connection is replaced at once.
