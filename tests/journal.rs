@@ -456,6 +456,9 @@ fn a_sigkilled_holder_does_not_keep_the_lock() {
 
 // ----- the seeded crash simulation -----
 
+#[path = "common/rng.rs"]
+mod rng;
+
 mod sim {
     use fcm_xmpp::journal::{Storage, LOG_FILE, TEMP_FILE};
     use std::collections::HashMap;
@@ -463,31 +466,7 @@ mod sim {
     use std::path::{Path, PathBuf};
     use std::sync::{Arc, Mutex};
 
-    /// xorshift64*: a schedule's whole randomness.
-    pub struct Rng(u64);
-
-    impl Rng {
-        pub fn new(seed: u64) -> Self {
-            Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-        }
-        pub fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            self.0 = x;
-            x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-        pub fn below(&mut self, n: u64) -> u64 {
-            self.next() % n.max(1)
-        }
-        pub fn chance(&mut self, one_in: u64) -> bool {
-            self.below(one_in) == 0
-        }
-        pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-            (0..n).map(|_| self.next() as u8).collect()
-        }
-    }
+    pub use super::rng::Rng;
 
     /// One file's bytes: what an fsync made durable, and what a read sees now.
     #[derive(Clone, Default)]

@@ -52,36 +52,14 @@ use fcm_xmpp::client::{AckMode, Backoff, ClientConfig, ClientEvent, Rejection, R
 use fcm_xmpp::xml::Element;
 use fcm_xmpp::{Config, Control, ControlKind, Error, Event, Message, NackCode, Phase, RetryClass};
 
+#[path = "common/rng.rs"]
+mod rng;
 #[path = "simulation/whole_client.rs"]
 mod whole_client;
+
+use rng::Rng;
 #[path = "simulation/wire.rs"]
 mod wire;
-
-/// xorshift64*: the schedule's whole randomness.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, one_in: u64) -> bool {
-        self.below(one_in) == 0
-    }
-    fn ms(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(lo + self.below(hi - lo + 1))
-    }
-}
 
 /// The fault mix of one schedule.
 #[derive(Debug, Clone)]
