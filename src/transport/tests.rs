@@ -47,17 +47,22 @@ fn the_reader_thread_ends_when_the_peer_closes() {
     }
 }
 
-#[test]
-fn dropping_the_socket_ends_its_reader_thread_while_the_peer_stays_open() {
-    let (sock, _peer) = pair();
+/// Drops `sock` on a thread of its own and fails unless that returns within
+/// 5 s: drop joins the reader thread, so it returns only once that ended.
+fn drop_ends_the_reader_thread(sock: ChannelSocket) {
     let (tx, rx) = mpsc::channel();
-    // Drop joins the reader thread: it returns only once that thread ended.
     thread::spawn(move || {
         drop(sock);
         let _ = tx.send(());
     });
     rx.recv_timeout(Duration::from_secs(5))
         .expect("drop did not end the reader thread");
+}
+
+#[test]
+fn dropping_the_socket_ends_its_reader_thread_while_the_peer_stays_open() {
+    let (sock, _peer) = pair();
+    drop_ends_the_reader_thread(sock);
 }
 
 #[test]
@@ -69,13 +74,7 @@ fn dropping_the_socket_ends_a_reader_blocked_on_a_full_channel() {
         peer.write_all(&chunk).unwrap();
         thread::sleep(Duration::from_micros(200));
     }
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        drop(sock);
-        let _ = tx.send(());
-    });
-    rx.recv_timeout(Duration::from_secs(5))
-        .expect("drop did not end the reader thread");
+    drop_ends_the_reader_thread(sock);
 }
 
 #[test]
